@@ -1,0 +1,40 @@
+# One command for the main job (make run) and one for the tests (make test).
+# Both create .venv from the pinned requirements.lock on first use.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup run test test-fast params lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+# The whole pipeline: download, normalize, train, evaluate (only what changed reruns).
+run: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# Every test, including the slow ones that train on real MNIST and run real `dvc repro`.
+test: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# Unit and integration tests only (seconds).
+test-fast: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+# Recompose params.yaml from conf/ after editing conf/ (dvc exp run does this by itself).
+params: setup
+	$(BIN)/python pipelines/compose_params.py
+
+# Re-pin requirements.lock from the ranges in pyproject.toml.
+lock: setup
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
+
+clean:
+	rm -rf $(VENV)
