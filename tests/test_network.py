@@ -1,0 +1,129 @@
+"""The network's math: gradients against finite differences, one step by hand, stability, dtypes."""
+
+import numpy as np
+import pytest
+
+from mnist_np import network, training
+from mnist_np.config import ModelConfig, TrainConfig
+
+
+def numeric_grads(params, X, y, eps=1e-6):
+    grads = {}
+    for key, value in params.items():
+        g = np.zeros_like(value)
+        for idx in np.ndindex(value.shape):
+            old = value[idx]
+            value[idx] = old + eps
+            plus = network.cross_entropy(network.forward(params, X), y)
+            value[idx] = old - eps
+            minus = network.cross_entropy(network.forward(params, X), y)
+            value[idx] = old
+            g[idx] = (plus - minus) / (2 * eps)
+        grads[key] = g
+    return grads
+
+
+@pytest.mark.parametrize("scheme", ["uniform", "he", "glorot"])
+def test_backprop_matches_central_differences_for_every_parameter(scheme):
+    # H=5 != 10 so that W2 (H x 10) and the hidden error W2 E2 are checked in their corrected form.
+    rng = np.random.default_rng(1)
+    params = network.init_params(5, rng, scheme, np.float64, n_in=7)
+    X = rng.uniform(0, 1, size=(6, 7))
+    y = np.array([0, 3, 9, 3, 5, 1])
+    _, analytic = network.loss_and_grads(params, X, y)
+    numeric = numeric_grads(params, X, y)
+    for key in ("W1", "b1", "W2", "b2"):
+        assert analytic[key].shape == params[key].shape
+        np.testing.assert_allclose(analytic[key], numeric[key], rtol=1e-5, atol=1e-8, err_msg=key)
+
+
+def test_bias_gradients_are_per_neuron_not_one_shared_value():
+    rng = np.random.default_rng(2)
+    params = network.init_params(4, rng, "uniform", np.float64, n_in=3)
+    _, grads = network.loss_and_grads(params, rng.uniform(size=(5, 3)), np.array([1, 2, 3, 4, 5]))
+    assert len(np.unique(np.round(grads["b2"], 12))) > 1
+
+
+def test_one_training_step_matches_hand_computation():
+    # x = (1, 2); W1 = [[1, 0], [0, -1]] -> z1 = (1, -2), a1 = (1, 0); W2 = [[1, 0], [0, 0]] -> z2 = (1, 0).
+    # With s = 1 / (1 + e): p = (1 - s, s), loss = -ln(1 - s) for label 0, E2 = p - y = (-s, s).
+    params = {"W1": np.array([[1.0, 0.0], [0.0, -1.0]]), "b1": np.zeros(2),
+              "W2": np.array([[1.0, 0.0], [0.0, 0.0]]), "b2": np.zeros(2)}
+    X, y = np.array([[1.0, 2.0]]), np.array([0])
+    s = 1 / (1 + np.e)
+    loss, grads = network.loss_and_grads(params, X, y)
+    assert loss == pytest.approx(-np.log(1 - s))
+    np.testing.assert_allclose(grads["W2"], [[-s, s], [0, 0]])  # a1^T E2
+    np.testing.assert_allclose(grads["b2"], [-s, s])
+    # E1 = (E2 W2^T) * [z1 > 0] = (-s, 0); dW1 = x^T E1; db1 = E1.
+    np.testing.assert_allclose(grads["W1"], [[-s, 0], [-2 * s, 0]])
+    np.testing.assert_allclose(grads["b1"], [-s, 0])
+    network.sgd_step(params, grads, lr=0.5)
+    np.testing.assert_allclose(params["W1"], [[1 + s / 2, 0], [s, -1]])
+    np.testing.assert_allclose(params["W2"], [[1 + s / 2, -s / 2], [0, 0]])
+    np.testing.assert_allclose(params["b2"], [s / 2, -s / 2])
+
+
+def test_softmax_and_loss_are_finite_for_extreme_logits():
+    z = np.array([[1000.0, -1000.0, 0.0], [-1e4, -1e4, -1e4]], dtype=np.float32)
+    p, shifted, log_norm = network.softmax(z)
+    assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1)
+    assert p[0, 0] == 1 and p[1, 0] == pytest.approx(1 / 3)
+    # -ln p for the hopeless class 1 of sample 0 is 2000, not inf.
+    fwd = network.Forward(None, None, p, log_norm, shifted)
+    assert network.cross_entropy(fwd, np.array([1, 0])) == pytest.approx((2000 + np.log(3)) / 2)
+
+
+def test_uniform_init_is_the_designs_range_and_shapes():
+    params = network.init_params(10, np.random.default_rng(0))
+    assert {k: v.shape for k, v in params.items()} == {"W1": (784, 10), "b1": (10,), "W2": (10, 10), "b2": (10,)}
+    for value in params.values():
+        assert value.dtype == np.float32 and value.min() >= -0.5 and value.max() <= 0.5
+    he = network.init_params(64, np.random.default_rng(0), "he")
+    assert np.abs(he["W1"]).max() <= np.sqrt(6 / 784) and not he["b1"].any()
+
+
+def _tiny_problem(seed=0, n=200):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, size=n)
+    x = rng.uniform(0, 0.2, size=(n, 784)).astype(np.float32)
+    x[np.arange(n), y * 7] = 1.0
+    return x, y
+
+
+def test_training_stays_float32_and_learns():
+    x, y = _tiny_problem()
+    params, history = training.fit(x[:150], y[:150], x[150:], y[150:], ModelConfig(hidden_size=16),
+                                   TrainConfig(lr=0.1, batch_size=10, epochs=15), progress=False)
+    assert all(v.dtype == np.float32 for v in params.values())
+    assert network.forward(params, x[:4]).P.dtype == np.float32
+    _, grads = network.loss_and_grads(params, x[:4], y[:4])
+    assert all(g.dtype == np.float32 for g in grads.values())
+    assert history[-1].train_loss < history[0].train_loss
+    assert history[-1].val_accuracy > 0.5  # chance is 0.1
+
+
+def test_float64_setting_trains_in_float64():
+    x, y = _tiny_problem()
+    params, _ = training.fit(x, y, x, y, ModelConfig(), TrainConfig(epochs=1, dtype="float64"), progress=False)
+    assert all(v.dtype == np.float64 for v in params.values())
+
+
+def test_same_seed_gives_bit_identical_weights_and_metrics_and_another_seed_differs():
+    x, y = _tiny_problem()
+    runs = [training.fit(x, y, x, y, ModelConfig(), TrainConfig(epochs=2, seed=seed), progress=False)
+            for seed in (3, 3, 4)]
+    (p1, h1), (p2, h2), (p3, _) = runs
+    for key in p1:
+        assert np.array_equal(p1[key], p2[key])
+    assert [(s.train_loss, s.val_accuracy) for s in h1] == [(s.train_loss, s.val_accuracy) for s in h2]
+    assert not np.array_equal(p1["W1"], p3["W1"])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point
+def test_divergence_is_reported_instead_of_returning_nan_weights():
+    from mnist_np.errors import TrainingError
+
+    x, y = _tiny_problem()
+    with pytest.raises(TrainingError, match="train.lr"):
+        training.fit(x * 1e10, y, x, y, ModelConfig(), TrainConfig(lr=1e30, epochs=3), progress=False)
