@@ -1,0 +1,146 @@
+"""The parameter schema: every setting, its type, its default and its allowed range, in one place.
+
+`conf/` (Hydra) holds the values and `params.yaml` their composition; this module checks either
+against the dataclasses below before any work starts, so a typo or a bad value fails fast with an
+error naming the key. Defaults here mirror `conf/` and exist for tests and the Python API.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+INIT_SCHEMES = ("uniform", "he", "glorot")
+DTYPES = ("float32", "float64")
+
+
+def _check(ok: bool, key: str, value: object, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {rule}. Fix it in conf/ (or override it, e.g. {key}=...)")
+
+
+@dataclass
+class FileSpec:
+    name: str
+    sha256: str
+
+
+@dataclass
+class MnistFiles:
+    train_images: FileSpec
+    train_labels: FileSpec
+    test_images: FileSpec
+    test_labels: FileSpec
+
+
+@dataclass
+class DataConfig:
+    # Tried in order after $MNIST_MIRROR; each entry is a base URL or directory holding the four files.
+    mirrors: list[str]
+    files: MnistFiles
+    val_size: int = 5000  # images carved out of the 60,000 training images for validation
+    split_seed: int = 0
+    standardize: bool = False  # subtract the training mean / divide by its std after scaling to [0, 1]
+    timeout_s: float = 30.0
+    retries: int = 3  # attempts per source and file
+    backoff_s: float = 1.0  # wait before retry k is backoff_s * 2**(k-1)
+
+    def __post_init__(self) -> None:
+        _check(len(self.mirrors) > 0, "data.mirrors", self.mirrors, "list at least one mirror")
+        _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
+        _check(self.timeout_s > 0, "data.timeout_s", self.timeout_s, "must be > 0")
+        _check(self.retries >= 1, "data.retries", self.retries, "must be >= 1")
+        _check(self.backoff_s >= 0, "data.backoff_s", self.backoff_s, "must be >= 0")
+
+
+@dataclass
+class ModelConfig:
+    hidden_size: int = 10
+    init: str = "uniform"  # the design's U[-0.5, 0.5]; "he" or "glorot" scale by fan-in / fan-in+out
+
+    def __post_init__(self) -> None:
+        _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "must be >= 1")
+        _check(self.init in INIT_SCHEMES, "model.init", self.init, f"must be one of {INIT_SCHEMES}")
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.1
+    batch_size: int = 32
+    epochs: int = 30
+    seed: int = 0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
+        _check(self.dtype in DTYPES, "train.dtype", self.dtype, f"must be one of {DTYPES}")
+
+
+@dataclass
+class TrackingConfig:
+    experiment: str = "mnist"
+
+    def __post_init__(self) -> None:
+        _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "must not be empty")
+
+
+@dataclass
+class Config:
+    data: DataConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def validate(raw: Mapping[str, Any]) -> Config:
+    """Check a plain or OmegaConf mapping against the schema and return typed dataclasses."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        reason = getattr(exc, "msg", None) or str(exc)
+        raise ConfigError(f"parameter {key}: {reason.splitlines()[0]}. Fix it in conf/ or in the override") from exc
+
+
+def load_params(path: str | os.PathLike = "params.yaml") -> Config:
+    """Read and validate a params.yaml written by Hydra composition."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run from the repository root or regenerate it with `make params`")
+    return validate(OmegaConf.load(path))
+
+
+def compose(conf_dir: str | os.PathLike = "conf", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Compose `conf/config.yaml` with Hydra, as DVC does for `dvc exp run`, into a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """Dotted names for every leaf parameter, e.g. {"model.hidden_size": 10}."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            out[prefix] = node
+
+    walk("", asdict(cfg))
+    return out

@@ -1,0 +1,74 @@
+"""conf/ composition, params.yaml agreement, and the schema's rejection of bad values."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from mnist_np import config
+from mnist_np.errors import ConfigError
+
+from conftest import REPO
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    composed = config.compose(REPO / "conf")
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert committed == composed, "params.yaml is stale: run `make params` after editing conf/"
+
+
+def test_schema_defaults_mirror_conf():
+    cfg = config.validate(config.compose(REPO / "conf"))
+    assert cfg.model == config.ModelConfig()
+    assert cfg.train == config.TrainConfig()
+    assert cfg.tracking == config.TrackingConfig()
+    assert (cfg.data.val_size, cfg.data.standardize) == (5000, False)
+
+
+def test_design_defaults():
+    cfg = config.validate(config.compose(REPO / "conf"))
+    assert cfg.model.hidden_size == 10 and cfg.model.init == "uniform" and cfg.train.dtype == "float32"
+
+
+def test_overrides_compose_and_flatten_to_dotted_names():
+    cfg = config.validate(config.compose(REPO / "conf", ["model.hidden_size=32", "train.lr=0.05"]))
+    flat = config.flatten(cfg)
+    assert flat["model.hidden_size"] == 32 and flat["train.lr"] == 0.05
+    assert flat["data.files.train_images.name"] == "train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=0", "train.lr"),
+    ("train.lr=-0.1", "train.lr"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("model.hidden_size=0", "model.hidden_size"),
+    ("train.epochs=0", "train.epochs"),
+    ("data.val_size=0", "data.val_size"),
+    ("model.init=zeros", "model.init"),
+    ("train.dtype=float16", "train.dtype"),
+    ("train.lr=fast", "train.lr"),
+    ("train.batch_size=2.5", "train.batch_size"),
+    ("+train.momentum=0.9", "train.momentum"),
+    ("+extra=1", "extra"),
+])
+def test_bad_values_are_rejected_naming_the_key(override, key):
+    raw = config.compose(REPO / "conf", [override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config.validate(raw)
+
+
+def test_missing_section_is_rejected():
+    raw = config.compose(REPO / "conf")
+    del raw["data"]["files"]
+    with pytest.raises(ConfigError, match="data.files"):
+        config.validate(raw)
+
+
+def test_load_params_reports_a_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        config.load_params(tmp_path / "params.yaml")
+
+
+def test_validated_config_is_typed():
+    cfg = config.validate(config.compose(REPO / "conf", ["train.lr=1"]))
+    assert isinstance(cfg.train.lr, float) and dataclasses.is_dataclass(cfg.data.files.train_images)

@@ -1,0 +1,82 @@
+"""The normalize step on tiny generated IDX files: split, scaling, statistics, errors."""
+
+import numpy as np
+import pytest
+
+from mnist_np import data
+from mnist_np.errors import DataError
+from mnist_np.idx import write_idx
+
+from conftest import tiny_config, write_tiny_mnist
+
+
+def test_prepare_splits_scales_and_records_checksums(tiny_mnist):
+    raw_dir, cfg = tiny_mnist
+    splits, stats = data.prepare(raw_dir, cfg.data)
+    assert {k: len(s.y) for k, s in splits.items()} == {"train": 100, "val": 20, "test": 40}
+    for split in splits.values():
+        assert split.x.dtype == np.float32 and split.x.shape[1] == 784 and split.x.flags.c_contiguous
+        assert 0.0 <= split.x.min() and split.x.max() == 1.0
+    assert stats["sizes"] == {"train": 100, "val": 20, "test": 40}
+    assert stats["raw_sha256"][cfg.data.files.train_images.name] == cfg.data.files.train_images.sha256
+    assert stats["mean"] == pytest.approx(float(splits["train"].x.mean()), rel=1e-5)
+
+
+def test_split_is_seeded_and_disjoint(tiny_mnist):
+    raw_dir, cfg = tiny_mnist
+    a, _ = data.prepare(raw_dir, cfg.data)
+    b, _ = data.prepare(raw_dir, cfg.data)
+    assert np.array_equal(a["val"].x, b["val"].x)
+    other = type(cfg.data)(**{**cfg.data.__dict__, "split_seed": 1})
+    c, _ = data.prepare(raw_dir, other)
+    assert not np.array_equal(a["val"].x, c["val"].x)
+    train_rows = {row.tobytes() for row in a["train"].x}
+    assert not any(row.tobytes() in train_rows for row in a["val"].x)
+
+
+def test_standardize_uses_training_statistics_only(tiny_mnist):
+    raw_dir, cfg = tiny_mnist
+    std_cfg = type(cfg.data)(**{**cfg.data.__dict__, "standardize": True})
+    splits, stats = data.prepare(raw_dir, std_cfg)
+    train = splits["train"].x
+    assert abs(float(train.mean())) < 1e-5 and float(train.std()) == pytest.approx(1.0, rel=1e-4)
+    assert splits["test"].x.dtype == np.float32
+    # The test split is transformed with the training statistics, so it is not exactly centred.
+    assert abs(float(splits["test"].x.mean())) > 1e-4
+
+
+def test_save_and_load_round_trip_without_pickle(tiny_mnist, tmp_path):
+    raw_dir, cfg = tiny_mnist
+    splits, stats = data.prepare(raw_dir, cfg.data)
+    data.save(tmp_path / "processed", splits, stats)
+    back = data.load(tmp_path / "processed", "val")
+    assert np.array_equal(back.x, splits["val"].x) and np.array_equal(back.y, splits["val"].y)
+    assert data.load_stats(tmp_path / "processed") == stats
+    assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["stats.json", "test.npz", "train.npz", "val.npz"]
+
+
+def test_val_size_larger_than_the_data_is_rejected(tiny_mnist):
+    raw_dir, cfg = tiny_mnist
+    too_big = type(cfg.data)(**{**cfg.data.__dict__, "val_size": 120})
+    with pytest.raises(DataError, match="data.val_size=120"):
+        data.prepare(raw_dir, too_big)
+
+
+def test_mismatched_image_and_label_counts_are_rejected(tmp_path):
+    paths = write_tiny_mnist(tmp_path)
+    write_idx(paths["train_labels"], np.zeros(119, dtype=np.uint8))
+    with pytest.raises(DataError, match="120 images but .* 119 labels"):
+        data.prepare(tmp_path, tiny_config(paths).data)
+
+
+def test_labels_outside_0_to_9_are_rejected(tmp_path):
+    paths = write_tiny_mnist(tmp_path)
+    write_idx(paths["test_labels"], np.full(40, 12, dtype=np.uint8))
+    with pytest.raises(DataError, match="label 12"):
+        data.prepare(tmp_path, tiny_config(paths).data)
+
+
+def test_missing_raw_files_point_at_the_download_stage(tiny_mnist, tmp_path):
+    _, cfg = tiny_mnist
+    with pytest.raises(DataError, match="download stage"):
+        data.prepare(tmp_path / "empty", cfg.data)
