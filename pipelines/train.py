@@ -1,0 +1,38 @@
+"""DVC stage `train`: fit the network on data/processed/ and start this pipeline run's MLflow run.
+
+Writes the weights and the MLflow run id to models/, the per-epoch history to reports/.
+The evaluate stage resumes the same MLflow run, so one `dvc repro` is one run.
+"""
+
+import argparse
+from pathlib import Path
+
+import mlflow
+
+from mnist_np import cli, config, stages, tracking
+from mnist_np.files import write_json
+
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data/processed")
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--reports", default="reports")
+    args = parser.parse_args()
+    cfg = config.load_params(args.params)
+    data_dir, model_dir = Path(args.data), Path(args.models)
+    checksums = stages.data_checksums(data_dir)  # also fails fast when normalize has not run
+
+    root = tracking.repo_root()
+    experiment_id = tracking.setup(cfg.tracking.experiment, root)
+    run_name = f"h{cfg.model.hidden_size}-lr{cfg.train.lr:g}-b{cfg.train.batch_size}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                          tags=tracking.run_tags(root, checksums, "dvc")) as run:
+        stages.train(cfg, data_dir, model_dir / stages.WEIGHTS_FILE, Path(args.reports) / stages.HISTORY_FILE)
+        write_json(model_dir / stages.RUN_FILE, {"run_id": run.info.run_id, "experiment_id": experiment_id})
+
+
+if __name__ == "__main__":
+    cli.run(main)

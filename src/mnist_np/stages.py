@@ -1,0 +1,81 @@
+"""The work of the train and evaluate stages, logged to the active MLflow run.
+
+The DVC entry points in pipelines/ open (or resume) the run and call these; other entry points
+(sweeps) call the same functions, so every run logs the same things in the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from . import data, metrics, network, training, weights
+from .config import Config, flatten
+from .files import atomic_path, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.npz"
+HISTORY_FILE = "training.csv"
+METRICS_FILE = "metrics.json"
+CLASSIFICATION_FILE = "classification.json"
+PREDICTIONS_FILE = "predictions.csv"
+RUN_FILE = "run.json"  # the MLflow run the train stage opened, for evaluate to resume
+
+
+def data_checksums(processed_dir: Path) -> dict[str, str]:
+    """SHA-256 of the raw downloads (recorded by normalize) and of the processed training data."""
+    sums = dict(data.load_stats(processed_dir)["raw_sha256"])
+    for split in ("train", "val"):
+        sums[f"{split}.npz"] = sha256_file(processed_dir / f"{split}.npz")
+    return sums
+
+
+def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, history_path: str | Path,
+          progress: bool = True) -> tuple[network.Params, list[training.EpochStats]]:
+    """Train on the processed data, logging params, per-epoch metrics and the weights to MLflow."""
+    processed_dir = Path(processed_dir)
+    train_split, val_split = data.load(processed_dir, "train"), data.load(processed_dir, "val")
+    mlflow.log_params(flatten(cfg))
+
+    def on_epoch(stats: training.EpochStats) -> None:
+        values = dataclasses.asdict(stats)
+        epoch = values.pop("epoch")
+        mlflow.log_metrics({("epoch_seconds" if k == "seconds" else k): v for k, v in values.items()}, step=epoch)
+        log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs", epoch, cfg.train.epochs,
+                 stats.train_loss, stats.train_accuracy, stats.val_loss, stats.val_accuracy, stats.seconds)
+
+    params, history = training.fit(train_split.x, train_split.y, val_split.x, val_split.y,
+                                   cfg.model, cfg.train, on_epoch=on_epoch, progress=progress)
+    weights.save(weights_path, params)
+    with atomic_path(history_path) as tmp:
+        pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(tmp, index=False)
+    mlflow.log_artifact(str(weights_path), artifact_path="weights")
+    mlflow.log_artifact(str(history_path))
+    return params, history
+
+
+def evaluate(params: network.Params, processed_dir: str | Path, reports_dir: str | Path) -> dict[str, float]:
+    """Score the weights on the test split; write the reports and log them to MLflow."""
+    reports_dir = Path(reports_dir)
+    test = data.load(Path(processed_dir), "test")
+    loss, accuracy, pred = network.loss_and_accuracy(params, test.x.astype(params["W1"].dtype, copy=False), test.y)
+    confusion = metrics.confusion_matrix(test.y, pred)
+    classes = metrics.per_class(confusion)
+    summary = {"test_accuracy": accuracy, "test_loss": loss,
+               "test_macro_f1": float(np.mean([c["f1"] for c in classes.values()]))}
+    write_json(reports_dir / METRICS_FILE, summary)
+    write_json(reports_dir / CLASSIFICATION_FILE, {"per_class": classes, "confusion_matrix": confusion.tolist(),
+                                                   "confusion_axes": "rows = actual, columns = predicted"})
+    # One row per test image: the form `dvc plots` needs for its confusion template.
+    with atomic_path(reports_dir / PREDICTIONS_FILE) as tmp:
+        pd.DataFrame({"actual": test.y, "predicted": pred}).to_csv(tmp, index=False)
+    mlflow.log_metrics(summary)
+    for name in (METRICS_FILE, CLASSIFICATION_FILE):
+        mlflow.log_artifact(str(reports_dir / name), artifact_path="reports")
+    return summary

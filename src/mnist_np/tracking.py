@@ -1,0 +1,89 @@
+"""Where MLflow runs go, and the tags every run carries.
+
+One store for every entry point: $MLFLOW_TRACKING_URI when set, else
+sqlite:///<repository root>/mlflow.db with artifacts in <repository root>/mlartifacts.
+DVC runs queued experiments in copies under <repo>/.dvc/tmp/exps/; the repository root is
+resolved past that, so those runs land in the same store as everything else.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from .errors import UserError
+
+STORE_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+_DVC_TEMP = (".dvc", "tmp", "exps")
+
+
+def repo_root(start: str | os.PathLike | None = None) -> Path:
+    """The repository a run belongs to, even when DVC runs it in a temporary copy."""
+    path = Path(start or os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    parts = path.parts
+    for i in range(len(parts) - len(_DVC_TEMP)):
+        if parts[i:i + len(_DVC_TEMP)] == _DVC_TEMP:
+            return Path(*parts[:i])
+    for candidate in (path, *path.parents):
+        if (candidate / "dvc.yaml").is_file():
+            return candidate
+    return path
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or repo_root()) / STORE_FILE}"
+
+
+def setup(experiment: str, root: Path | None = None) -> str:
+    """Point MLflow at the project store and make sure `experiment` exists; return its id.
+
+    A new experiment in the default local store keeps its artifacts beside mlflow.db (not in
+    ./mlruns of whatever directory a job happens to run in); a tracking server chooses its own.
+    """
+    root = root or repo_root()
+    uri = tracking_uri(root)
+    default_store = "MLFLOW_TRACKING_URI" not in os.environ
+    mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI to the environment
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise UserError(f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
+                            f"(mlflow experiments restore) or choose another tracking.experiment")
+        return found.experiment_id
+    location = (root / ARTIFACT_DIR / experiment).as_uri() if default_store else None
+    try:
+        return client.create_experiment(experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        return client.get_experiment_by_name(experiment).experiment_id
+
+
+def git_tags(root: Path) -> dict[str, str]:
+    """The commit the code came from, and whether the working tree differed from it."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {}
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> dict[str, str]:
+    tags = {"entry_point": entry_point, **git_tags(root)}
+    tags.update({f"data.sha256.{name}": digest for name, digest in data_checksums.items()})
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
