@@ -27,8 +27,7 @@ def main() -> None:
 
     root = tracking.repo_root()
     experiment_id = tracking.setup(cfg.tracking.experiment, root)
-    run_name = f"h{cfg.model.hidden_size}-lr{cfg.train.lr:g}-b{cfg.train.batch_size}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg),
                           tags=tracking.run_tags(root, checksums, "dvc")) as run:
         stages.train(cfg, data_dir, model_dir / stages.WEIGHTS_FILE, Path(args.reports) / stages.HISTORY_FILE)
         write_json(model_dir / stages.RUN_FILE, {"run_id": run.info.run_id, "experiment_id": experiment_id})

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import data, metrics, network, training, weights
+from . import data, metrics, network, plots, training, weights
 from .config import Config, flatten
 from .files import atomic_path, sha256_file, write_json
 
@@ -26,6 +26,11 @@ METRICS_FILE = "metrics.json"
 CLASSIFICATION_FILE = "classification.json"
 PREDICTIONS_FILE = "predictions.csv"
 RUN_FILE = "run.json"  # the MLflow run the train stage opened, for evaluate to resume
+
+
+def run_name(cfg: Config) -> str:
+    """Short MLflow run name with the usual sweep axes, e.g. h10-lr0.1-b32."""
+    return f"h{cfg.model.hidden_size}-lr{cfg.train.lr:g}-b{cfg.train.batch_size}"
 
 
 def data_checksums(processed_dir: Path) -> dict[str, str]:
@@ -53,10 +58,12 @@ def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, hist
     params, history = training.fit(train_split.x, train_split.y, val_split.x, val_split.y,
                                    cfg.model, cfg.train, on_epoch=on_epoch, progress=progress)
     weights.save(weights_path, params)
+    frame = pd.DataFrame([dataclasses.asdict(s) for s in history])
     with atomic_path(history_path) as tmp:
-        pd.DataFrame([dataclasses.asdict(s) for s in history]).to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False)
     mlflow.log_artifact(str(weights_path), artifact_path="weights")
     mlflow.log_artifact(str(history_path))
+    mlflow.log_figure(plots.learning_curves({run_name(cfg): frame}), "plots/learning_curves.png")
     return params, history
 
 
@@ -76,6 +83,8 @@ def evaluate(params: network.Params, processed_dir: str | Path, reports_dir: str
     with atomic_path(reports_dir / PREDICTIONS_FILE) as tmp:
         pd.DataFrame({"actual": test.y, "predicted": pred}).to_csv(tmp, index=False)
     mlflow.log_metrics(summary)
+    mlflow.log_figure(plots.confusion_heatmap(confusion), "plots/confusion_matrix.png")
+    mlflow.log_figure(plots.misclassified_grid(test.x, test.y, pred), "plots/misclassified.png")
     for name in (METRICS_FILE, CLASSIFICATION_FILE):
         mlflow.log_artifact(str(reports_dir / name), artifact_path="reports")
     return summary

@@ -1,0 +1,93 @@
+"""Figures people would rather look at than read: learning curves, confusion heatmap, misclassified
+digits, accuracy against swept parameters.
+
+Each function returns a matplotlib Figure built without pyplot (no global state, no display needed);
+callers save it or hand it to mlflow.log_figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """Loss and accuracy per epoch, training dashed and validation solid, one colour per run.
+
+    Each history has the columns of reports/training.csv (epoch, train_/val_ loss and accuracy).
+    """
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, (label, h) in enumerate(histories.items()):
+        colour = f"C{i % 10}"
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=colour, alpha=0.7)
+            ax.plot(h["epoch"], h[f"val_{metric}"], "-", marker="o", ms=3, color=colour, label=label)
+    for ax, metric in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize="small", title="validation (solid), training (dashed)", title_fontsize="small")
+    fig.suptitle("Learning curves")
+    return fig
+
+
+def confusion_heatmap(confusion: np.ndarray) -> Figure:
+    """Counts with rows = true digit and columns = predicted digit; the colour is the row share."""
+    confusion = np.asarray(confusion)
+    share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(confusion):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                color="white" if share[i, j] > 0.5 else "black")
+    ticks = range(len(confusion))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    accuracy = np.trace(confusion) / max(confusion.sum(), 1)
+    ax.set_title(f"Test confusion matrix (accuracy {accuracy:.2%})")
+    fig.colorbar(image, ax=ax, label="share of the true digit")
+    return fig
+
+
+def misclassified_grid(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, limit: int = 36) -> Figure:
+    """The first `limit` misclassified images (n, 784 or n, 28, 28) titled 'pred P / true T'."""
+    wrong = np.flatnonzero(y_true != y_pred)[:limit]
+    cols = 9
+    rows = max(1, -(-len(wrong) // cols))
+    fig = Figure(figsize=(cols * 1.1, rows * 1.3 + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, index in zip(axes, wrong):
+        ax.imshow(images[index].reshape(28, 28), cmap="gray_r")
+        ax.set_title(f"pred {y_pred[index]} / true {y_true[index]}", fontsize=7, color="firebrick")
+    fig.suptitle(f"Misclassified test digits ({len(np.flatnonzero(y_true != y_pred))} in all; first {len(wrong)})")
+    return fig
+
+
+def accuracy_vs_params(runs: pd.DataFrame, params: list[str], metric: str = "val_accuracy") -> Figure:
+    """One panel per swept parameter: each run's `metric` against that parameter's value.
+
+    `runs` has one row per run, a column per parameter (numeric) and the metric column.
+    """
+    fig = Figure(figsize=(4.2 * max(len(params), 1), 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, max(len(params), 1)))
+    for ax, param in zip(axes, params):
+        values = pd.to_numeric(runs[param])
+        ax.scatter(values, runs[metric], alpha=0.8)
+        means = runs.assign(**{param: values}).groupby(param)[metric].mean()
+        ax.plot(means.index, means.values, "-", color="grey", alpha=0.6, label="mean")
+        if values.gt(0).all() and values.max() / values.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(param)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{metric} against each swept parameter ({len(runs)} runs)")
+    return fig
