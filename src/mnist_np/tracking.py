@@ -39,6 +39,13 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or repo_root()) / STORE_FILE}"
 
 
+def use_store(root: Path | None = None) -> str:
+    """Point MLflow at the project store; return its URI."""
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI to the environment
+    return uri
+
+
 def setup(experiment: str, root: Path | None = None) -> str:
     """Point MLflow at the project store and make sure `experiment` exists; return its id.
 
@@ -46,9 +53,8 @@ def setup(experiment: str, root: Path | None = None) -> str:
     ./mlruns of whatever directory a job happens to run in); a tracking server chooses its own.
     """
     root = root or repo_root()
-    uri = tracking_uri(root)
     default_store = "MLFLOW_TRACKING_URI" not in os.environ
-    mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI to the environment
+    uri = use_store(root)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is not None:

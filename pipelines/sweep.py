@@ -1,0 +1,22 @@
+"""Hydra entry point for sweeps: each job trains and evaluates on data/processed/ as an MLflow child run.
+
+    python pipelines/sweep.py -m train.lr=0.01,0.1,0.5 train.batch_size=32,128 model.hidden_size=10,64,256
+    python pipelines/sweep.py -m hydra/launcher=joblib hydra.launcher.n_jobs=2 train.lr=0.05,0.1
+    python pipelines/sweep.py -m hydra/sweeper=mnist_optuna
+
+Needs the prepared data: run `dvc repro normalize` first. Outputs go under multirun/.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_np import sweep
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    return sweep.run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Compare runs from the MLflow store as a pandas table, and draw the comparison figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from . import plots
+from .errors import UserError
+from .sweep import SWEPT, varying_params
+
+METRICS = ("val_accuracy", "test_accuracy", "test_loss", "train_loss")
+HISTORY_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    """MLflow stores params as strings; compare and sort numbers as numbers."""
+    try:
+        return pd.to_numeric(column)
+    except (ValueError, TypeError):
+        return column
+
+
+def latest_sweep(experiment_id: str) -> str:
+    parents = mlflow.search_runs([experiment_id], filter_string="tags.sweep = 'parent'",
+                                 order_by=["attributes.start_time DESC"], max_results=1)
+    if parents.empty:
+        raise UserError("no sweep in this experiment yet; run `python pipelines/sweep.py -m ...` first")
+    return parents["run_id"].iloc[0]
+
+
+def runs_table(experiment: str, sweep: str | None = None, top: int | None = None,
+               sort: str = "val_accuracy") -> pd.DataFrame:
+    """One row per training run (sweep parents left out): swept params and metrics, best first.
+
+    `sweep` is a parent run id or "latest"; `sort` is a metric or parameter name (losses sort
+    ascending, everything else descending).
+    """
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; "
+                        "check --experiment or MLFLOW_TRACKING_URI")
+    if sweep == "latest":
+        sweep = latest_sweep(found.experiment_id)
+    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep}'" if sweep else ""
+    runs = mlflow.search_runs([found.experiment_id], filter_string=query)
+    if not runs.empty and "tags.sweep" in runs:
+        runs = runs[runs["tags.sweep"] != "parent"]
+    if runs.empty:
+        raise UserError(f"no runs found in experiment {experiment!r}" + (f" for sweep {sweep}" if sweep else ""))
+
+    params = list(dict.fromkeys([*SWEPT, *varying_params(runs), "train.epochs"]))
+    table = pd.DataFrame({"run_id": runs["run_id"], "run_name": runs.get("tags.mlflow.runName"),
+                          "status": runs["status"], "start_time": runs["start_time"]})
+    for name in params:
+        if f"params.{name}" in runs:
+            table[name] = _numeric(runs[f"params.{name}"])
+    for name in METRICS:
+        table[name] = runs.get(f"metrics.{name}")
+    if sort not in table:
+        raise UserError(f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}")
+    table = table.sort_values(sort, ascending="loss" in sort, na_position="last", kind="stable")
+    return (table.head(top) if top else table).reset_index(drop=True)
+
+
+def histories(run_ids: list[str], labels: list[str]) -> dict[str, pd.DataFrame]:
+    """Per-epoch metric histories from MLflow, in the layout of reports/training.csv."""
+    client = MlflowClient()
+    out = {}
+    for run_id, label in zip(run_ids, labels):
+        columns = {m: {h.step: h.value for h in client.get_metric_history(run_id, m)} for m in HISTORY_METRICS}
+        frame = pd.DataFrame(columns).rename_axis("epoch").reset_index()
+        if not frame.empty:
+            out[f"{label} ({run_id[:8]})"] = frame
+    return out
+
+
+def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[Path]:
+    """Learning curves of the first `curves` runs, accuracy against each varying parameter, and the
+    best run's confusion matrix and misclassified digits (copied from its artifacts)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    head = table.head(curves)
+    figure = plots.learning_curves(histories(list(head["run_id"]), list(head["run_name"])))
+    figure.savefig(out_dir / "learning_curves.png", dpi=110)
+    written.append(out_dir / "learning_curves.png")
+    # Parameter columns are the dotted ones; plot those that vary and are numbers.
+    swept = [c for c in table.columns if "." in c and table[c].nunique() > 1 and pd.api.types.is_numeric_dtype(table[c])]
+    if swept and table["val_accuracy"].notna().any():
+        plots.accuracy_vs_params(table.dropna(subset=["val_accuracy"]), swept).savefig(out_dir / "accuracy_vs_params.png", dpi=110)
+        written.append(out_dir / "accuracy_vs_params.png")
+    best = table["run_id"].iloc[0]
+    for name in ("confusion_matrix.png", "misclassified.png"):
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=best, artifact_path=f"plots/{name}", dst_path=str(out_dir / "best"))
+        except (mlflow.exceptions.MlflowException, OSError):
+            continue  # a run that failed before evaluation has no such figure
+        written.append(Path(local))
+    return written

@@ -1,0 +1,149 @@
+"""Hydra multiruns (basic and joblib launchers, Optuna sweeper) logged as MLflow parent + children,
+and the comparison command on their runs. Real Hydra, real MLflow, tiny generated data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from mnist_np import data
+
+from conftest import REPO
+
+SWEEP = str(REPO / "pipelines" / "sweep.py")
+COMPARE = str(REPO / "pipelines" / "compare.py")
+pytestmark = pytest.mark.slow  # each sweep starts Hydra, MLflow and several processes
+
+
+@pytest.fixture
+def workdir(tiny_mnist, tmp_path):
+    """A directory with data/processed/ from tiny IDX files and its own SQLite store."""
+    raw_dir, cfg = tiny_mnist
+    splits, stats = data.prepare(raw_dir, cfg.data)
+    data.save(tmp_path / "work" / "data" / "processed", splits, stats)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"}
+    return tmp_path / "work", env
+
+
+def sweep(workdir: Path, env: dict, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, SWEEP, "-m", f"hydra.sweep.dir={workdir / 'multirun'}", "train.epochs=1", *overrides]
+    done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"sweep exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def runs_in(env: dict) -> pd.DataFrame:
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return mlflow.search_runs(experiment_names=["mnist"])
+
+
+def parent_and_children(env: dict) -> tuple[pd.Series, pd.DataFrame]:
+    runs = runs_in(env)
+    parents = runs[runs["tags.sweep"] == "parent"]
+    assert len(parents) == 1, runs[["run_id", "tags.sweep"]]
+    parent = parents.iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
+    return parent, children
+
+
+def check_grid_sweep(env: dict) -> None:
+    parent, children = parent_and_children(env)
+    assert parent["status"] == "FINISHED" and len(children) == 4
+    assert set(children["status"]) == {"FINISHED"}
+    grid = set(zip(children["params.train.lr"], children["params.model.hidden_size"]))
+    assert grid == {("0.05", "8"), ("0.05", "12"), ("0.2", "8"), ("0.2", "12")}
+    for metric in ("val_accuracy", "test_accuracy", "test_loss", "train_loss"):
+        assert children[f"metrics.{metric}"].notna().all(), metric
+    top = children["metrics.val_accuracy"].max()
+    best = children.set_index("run_id").loc[parent["tags.best_run_id"]]  # one of the children...
+    assert best["metrics.val_accuracy"] == top == parent["metrics.best_val_accuracy"]  # ...with the top score
+    assert parent["params.best.train.lr"] == best["params.train.lr"]
+    assert "train.lr=0.05,0.2" in parent["params.sweep.overrides"]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    for run_id in children["run_id"]:
+        artifacts = {a.path for a in client.list_artifacts(run_id, "weights")}
+        assert artifacts == {"weights/model.npz"}
+        steps = [m.step for m in client.get_metric_history(run_id, "val_accuracy")]
+        assert steps == [1]
+    assert {a.path for a in client.list_artifacts(parent["run_id"], "plots")} == {"plots/accuracy_vs_params.png"}
+
+
+def test_basic_launcher_grid_gives_one_parent_and_four_children(workdir):
+    work, env = workdir
+    sweep(work, env, "train.lr=0.05,0.2", "model.hidden_size=8,12")
+    check_grid_sweep(env)
+    # Job outputs stay in Hydra's sweep directory.
+    assert len(list((work / "multirun").glob("*/model.npz"))) == 4
+
+
+def test_joblib_launcher_with_more_jobs_than_workers_loses_nothing(workdir):
+    work, env = workdir
+    sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.lr=0.05,0.2", "model.hidden_size=8,12")
+    check_grid_sweep(env)
+
+
+def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
+    work, env = workdir
+    sweep(work, env, "hydra/sweeper=mnist_optuna", "hydra.sweeper.n_trials=3")
+    parent, children = parent_and_children(env)
+    assert len(children) == 3 and parent["status"] == "FINISHED"
+    assert parent["params.sweep.sweeper"].endswith("OptunaSweeper")
+    result = yaml.safe_load((work / "multirun" / "optimization_results.yaml").read_text())
+    assert result["best_value"] == children["metrics.val_accuracy"].max()  # Optuna maximised what jobs returned
+    assert set(result["best_params"]) == {"train.lr", "train.batch_size", "model.hidden_size"}
+    first = sorted(zip(children["params.train.lr"], children["params.model.hidden_size"]))
+    # The same seed proposes the same trials again.
+    sweep(work, env, "hydra/sweeper=mnist_optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={work / 'again'}")
+    runs = runs_in(env)
+    latest = runs[runs["tags.sweep"] == "parent"].sort_values("start_time").iloc[-1]
+    again = runs[runs["tags.mlflow.parentRunId"] == latest["run_id"]]
+    assert sorted(zip(again["params.train.lr"], again["params.model.hidden_size"])) == first
+
+
+def test_bad_override_fails_and_leaves_no_run_running(workdir):
+    work, env = workdir
+    done = sweep(work, env, "train.lr=-1,0.1", check=False)
+    assert done.returncode != 0 and "train.lr=-1.0 is invalid" in done.stderr
+    runs = runs_in(env)
+    assert "RUNNING" not in set(runs["status"])
+    assert (runs[runs["tags.sweep"] == "parent"]["status"] == "FAILED").all()
+
+
+def test_missing_data_stops_the_sweep_before_any_run(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = sweep(tmp_path, env, "train.lr=0.1", check=False)
+    assert done.returncode == 2 and "dvc repro normalize" in done.stderr
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    assert mlflow.search_runs(search_all_experiments=True).empty
+
+
+def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir):
+    work, env = workdir
+    sweep(work, env, "train.lr=0.05,0.2", "model.hidden_size=8,12")
+    cmd = [sys.executable, COMPARE, "--sweep", "latest", "--top", "3", "--csv", "runs.csv",
+           "--markdown", "runs.md", "--plots", "figs"]
+    done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(work / "runs.csv")
+    assert len(table) == 3 and table["val_accuracy"].is_monotonic_decreasing
+    assert {"train.lr", "model.hidden_size", "train.batch_size", "test_accuracy"} <= set(table.columns)
+    assert table["run_id"].iloc[0] in done.stdout
+    assert (work / "runs.md").read_text().startswith("| run_id")
+    figures = {p.name for p in (work / "figs").rglob("*.png")}
+    assert figures == {"learning_curves.png", "accuracy_vs_params.png", "confusion_matrix.png", "misclassified.png"}
+
+    by_loss = subprocess.run([sys.executable, COMPARE, "--sort", "test_loss", "--csv", "loss.csv", "--no-plots"],
+                             cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert by_loss.returncode == 0 and pd.read_csv(work / "loss.csv")["test_loss"].is_monotonic_increasing
+    bad = subprocess.run([sys.executable, COMPARE, "--sort", "nonsense", "--no-plots"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "cannot sort by 'nonsense'" in bad.stderr
