@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -156,3 +157,28 @@ def test_diverging_training_marks_the_run_failed_and_writes_no_weights(project, 
     newest = runs(dest)[-1]
     assert newest.info.status == "FAILED" and newest.data.params["train.lr"] == str(1e20)
     assert not [r for r in runs(dest) if r.info.status == "RUNNING"]
+
+
+def test_queued_experiments_log_into_the_repository_store(project):
+    dest, env = project
+    run(["git", "add", "-A"], dest, env)  # the baseline the queue starts from: with dvc.lock, after the runs above
+    run(["git", "commit", "-qm", "baseline"], dest, env)
+    before = len(runs(dest))
+    run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.02,0.3"], dest, env)
+    run(["dvc", "queue", "start", "-j", "2"], dest, env)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], dest, env).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    run(["dvc", "queue", "stop", "--kill"], dest, env, check=False)
+    assert "Success" in status and "Failed" not in status, status
+
+    new = runs(dest)[before:]
+    assert sorted(r.data.params["train.lr"] for r in new) == ["0.02", "0.3"]
+    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in new)
+    assert all(r.data.tags.get("dvc.exp_name") for r in new)
+    assert not list((dest / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing stranded in DVC's temporary copies
+    shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], dest, env).stdout))
+    assert shown.count('"test_accuracy"') >= 3

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
@@ -27,6 +28,7 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
             ax.plot(h["epoch"], h[f"train_{metric}"], "--", color=colour, alpha=0.7)
             ax.plot(h["epoch"], h[f"val_{metric}"], "-", marker="o", ms=3, color=colour, label=label)
     for ax, metric in ((ax_loss, "cross-entropy loss"), (ax_acc, "accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
