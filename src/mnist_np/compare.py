@@ -101,3 +101,18 @@ def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[P
             continue  # a run that failed before evaluation has no such figure
         written.append(Path(local))
     return written
+
+
+def register_best(experiment: str, name: str, sweep: str | None = "latest", alias: str = "champion") -> tuple[str, str]:
+    """Register the model of the best run (by validation accuracy) and point `alias` at it.
+
+    Returns (run id, model version). Only finished runs that logged a model qualify.
+    """
+    table = runs_table(experiment, sweep)
+    table = table[(table["status"] == "FINISHED") & table["val_accuracy"].notna()]
+    if table.empty:
+        raise UserError("no finished run with a validation accuracy to register")
+    run_id = table["run_id"].iloc[0]
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return run_id, version.version

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import data, metrics, network, plots, training, weights
+from . import data, metrics, network, plots, serving, training, weights
 from .config import Config, flatten
 from .files import atomic_path, sha256_file, write_json
 
@@ -62,6 +62,7 @@ def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, hist
     with atomic_path(history_path) as tmp:
         frame.to_csv(tmp, index=False)
     mlflow.log_artifact(str(weights_path), artifact_path="weights")
+    serving.log_model(Path(weights_path), processed_dir / data.STATS_FILE, val_split.x[:5])
     mlflow.log_artifact(str(history_path))
     mlflow.log_figure(plots.learning_curves({run_name(cfg): frame}), "plots/learning_curves.png")
     return params, history

@@ -1,0 +1,107 @@
+"""Predict the digit in handwritten images with a trained network (the `mnist-predict` command).
+
+    mnist-predict digit.png scans/                  # the pipeline's models/model.npz
+    mnist-predict --json --model runs:/<run id>/model photo.jpg
+    mnist-predict --model models:/mnist-mlp@champion photo.jpg
+
+Each image goes through the MNIST procedure (preprocess.py) and then the normalize stage's own
+pixel transform, read from the statistics saved with the data (or with the MLflow model).
+A file that cannot be read or holds no ink gets an error line; the others are still predicted,
+and the exit status is 1 if any file failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import cli, data, network, preprocess, weights
+from .errors import DataError, UserError
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # raw 0-255 images (n, 784) -> probabilities (n, 10)
+
+
+def is_mlflow_uri(spec: str) -> bool:
+    return spec.startswith(("runs:/", "models:/")) or "://" in spec
+
+
+def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
+    """A weights file (with the normalize stage's stats.json) or an MLflow model URI."""
+    if model is not None and is_mlflow_uri(model):
+        import mlflow
+
+        from . import tracking
+
+        tracking.use_store()
+        try:
+            pyfunc = mlflow.pyfunc.load_model(model)
+        except mlflow.exceptions.MlflowException as exc:
+            raise UserError(f"cannot load MLflow model {model}: {exc.message}") from exc
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            out = pyfunc.predict(pd.DataFrame(x, columns=[f"pixel_{i}" for i in range(x.shape[1])]),
+                                 params={"raw_pixels": True})
+            return out[[f"p{d}" for d in range(network.N_CLASSES)]].to_numpy()
+
+        return predict
+
+    params = weights.load(model or Path("models") / "model.npz")
+    stats = data.load_stats(stats_dir)
+    return lambda x: network.forward(params, data.transform(x, stats).astype(params["W1"].dtype)).P
+
+
+def predict_files(files: list[Path], predictor: Predictor) -> list[dict]:
+    """One result per file: {"file", "digit", "probabilities"} or {"file", "error"}."""
+    results, images, ok = [], [], []
+    for path in files:
+        try:
+            images.append(preprocess.load_digit(path).reshape(-1))
+            ok.append(len(results))
+            results.append({"file": str(path)})
+        except DataError as exc:
+            results.append({"file": str(path), "error": str(exc)})
+    if images:
+        probabilities = predictor(np.stack(images))
+        for index, p in zip(ok, probabilities):
+            results[index].update(digit=int(np.argmax(p)), probabilities=[round(float(v), 6) for v in p])
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append({"file": r["file"], "digit": "error", **{f"p{d}": "" for d in range(10)}})
+        else:
+            rows.append({"file": r["file"], "digit": r["digit"], **{f"p{d}": f"{p:.3f}" for d, p in enumerate(r["probabilities"])}})
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    def run() -> None:
+        parser = argparse.ArgumentParser(prog="mnist-predict", description=__doc__,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.add_argument("images", nargs="+", help="image files or directories of images")
+        parser.add_argument("--model", help="weights .npz or MLflow model URI (default: models/model.npz)")
+        parser.add_argument("--stats", type=Path, default=Path("data") / "processed",
+                            help="directory with the normalize stage's stats.json, for a weights file")
+        parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        args = parser.parse_args(argv)
+        files = preprocess.image_files(args.images)
+        if not files:
+            raise UserError(f"no image files in {' '.join(args.images)}")
+        results = predict_files(files, load_predictor(args.model, args.stats))
+        print(json.dumps(results, indent=2) if args.json else format_table(results))
+        for r in results:
+            if "error" in r:
+                print(f"error: {r['error']}", file=sys.stderr)
+        if any("error" in r for r in results):
+            sys.exit(1)
+
+    cli.run(run)

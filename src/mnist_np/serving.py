@@ -1,0 +1,57 @@
+"""The trained network as an MLflow pyfunc model, so `mlflow models predict/serve` can use it.
+
+Input: a DataFrame (or array) with one row per image and 784 columns `pixel_0` ... `pixel_783`
+(row-major 28x28). By default the pixels are already normalised exactly like the normalize stage's
+output; with the parameter `raw_pixels=True` they are raw MNIST-style 0-255 values and the model
+applies the normalize stage's transform itself (from the stats.json it was logged with).
+Output: a DataFrame with the predicted `digit` and the probabilities `p0` ... `p9`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+
+from . import data, network, weights
+
+PIXELS = [f"pixel_{i}" for i in range(network.N_INPUTS)]
+MODEL_NAME = "model"  # runs:/<run id>/model
+
+
+def probabilities_frame(P: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"digit": P.argmax(axis=1), **{f"p{d}": P[:, d] for d in range(P.shape[1])}})
+
+
+class DigitModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.params = weights.load(context.artifacts["weights"])
+        self.stats = json.loads(Path(context.artifacts["stats"]).read_text())
+
+    def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
+        x = np.asarray(model_input, dtype=np.float32).reshape(-1, network.N_INPUTS)
+        if (params or {}).get("raw_pixels", False):
+            x = data.transform(x, self.stats)
+        return probabilities_frame(network.forward(self.params, x.astype(self.params["W1"].dtype)).P)
+
+
+def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None:
+    """Log the pyfunc model into the active run, with a signature and an input example."""
+    frame = pd.DataFrame(example.astype(np.float32), columns=PIXELS)
+    output = probabilities_frame(network.forward(weights.load(weights_path), frame.to_numpy()).P)
+    with warnings.catch_warnings():
+        # MLflow's advice on integer columns and on type hints does not apply: the signature is explicit.
+        warnings.filterwarnings("ignore", message=".*(integer column|Add type hints).*", category=UserWarning)
+        mlflow.pyfunc.log_model(
+            name=MODEL_NAME, python_model=DigitModel(),
+            artifacts={"weights": str(weights_path), "stats": str(stats_path)},
+            signature=infer_signature(frame, output, params={"raw_pixels": False}), input_example=frame,
+            # Ship the package with the model so it loads wherever MLflow runs it, and name the
+            # requirements instead of letting MLflow infer them (slow, and it imports everything).
+            code_paths=[str(Path(__file__).parent)],
+            pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"])
