@@ -28,8 +28,9 @@ test-fast: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
 # Recompose params.yaml from conf/ after editing conf/ (dvc exp run does this by itself).
+# Overrides go in ARGS, e.g. make params ARGS=+experiment=best
 params: setup
-	$(BIN)/python pipelines/compose_params.py
+	$(BIN)/python pipelines/compose_params.py $(ARGS)
 
 # Re-pin requirements.lock from the ranges in pyproject.toml.
 lock: setup

@@ -48,7 +48,11 @@ def test_overrides_compose_and_flatten_to_dotted_names():
     ("train.dtype=float16", "train.dtype"),
     ("train.lr=fast", "train.lr"),
     ("train.batch_size=2.5", "train.batch_size"),
-    ("+train.momentum=0.9", "train.momentum"),
+    ("+train.nesterov=true", "train.nesterov"),
+    ("train.momentum=1", "train.momentum"),
+    ("train.lr_decay=0", "train.lr_decay"),
+    ("train.weight_decay=-1", "train.weight_decay"),
+    ("train.early_stopping=-1", "train.early_stopping"),
     ("+extra=1", "extra"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):

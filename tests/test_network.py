@@ -66,11 +66,11 @@ def test_one_training_step_matches_hand_computation():
 
 def test_softmax_and_loss_are_finite_for_extreme_logits():
     z = np.array([[1000.0, -1000.0, 0.0], [-1e4, -1e4, -1e4]], dtype=np.float32)
-    p, shifted, log_norm = network.softmax(z)
+    p, shifted, log_norm = network.softmax(z.copy())
     assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1)
     assert p[0, 0] == 1 and p[1, 0] == pytest.approx(1 / 3)
     # -ln p for the hopeless class 1 of sample 0 is 2000, not inf.
-    fwd = network.Forward(None, None, p, log_norm, shifted)
+    fwd = network.Forward(None, p, log_norm, shifted)
     assert network.cross_entropy(fwd, np.array([1, 0])) == pytest.approx((2000 + np.log(3)) / 2)
 
 
@@ -127,3 +127,65 @@ def test_divergence_is_reported_instead_of_returning_nan_weights():
     x, y = _tiny_problem()
     with pytest.raises(TrainingError, match="train.lr"):
         training.fit(x * 1e10, y, x, y, ModelConfig(), TrainConfig(lr=1e30, epochs=3), progress=False)
+
+
+def test_weight_decay_gradient_matches_central_differences_of_the_penalised_loss():
+    rng = np.random.default_rng(5)
+    params = network.init_params(3, rng, "uniform", np.float64, n_in=4)
+    X, y, wd = rng.uniform(size=(5, 4)), np.array([0, 1, 2, 3, 4]), 0.3
+
+    def penalised(p):
+        return network.cross_entropy(network.forward(p, X), y) + wd / 2 * sum((p[k] ** 2).sum() for k in ("W1", "W2"))
+
+    _, grads = network.loss_and_grads(params, X, y)
+    before = {k: v.copy() for k, v in params.items()}
+    network.sgd_step(params, grads, lr=1.0, weight_decay=wd)  # with lr 1, the step is exactly the gradient
+    for key in params:
+        eps, numeric = 1e-6, np.zeros_like(before[key])
+        for idx in np.ndindex(before[key].shape):
+            plus = {k: v.copy() for k, v in before.items()}
+            minus = {k: v.copy() for k, v in before.items()}
+            plus[key][idx] += eps
+            minus[key][idx] -= eps
+            numeric[idx] = (penalised(plus) - penalised(minus)) / (2 * eps)
+        np.testing.assert_allclose(before[key] - params[key], numeric, rtol=1e-5, atol=1e-8, err_msg=key)
+
+
+def test_momentum_step_by_hand():
+    params = {"W1": np.array([[1.0]], dtype=np.float32)}
+    velocity = {"W1": np.array([[0.5]], dtype=np.float32)}
+    network.sgd_step(params, {"W1": np.array([[2.0]], dtype=np.float32)}, lr=0.1, momentum=0.9, velocity=velocity)
+    # v = 0.9 * 0.5 - 0.1 * 2 = 0.25; w = 1 + 0.25
+    assert velocity["W1"][0, 0] == pytest.approx(0.25) and params["W1"][0, 0] == pytest.approx(1.25)
+    assert params["W1"].dtype == np.float32 and velocity["W1"].dtype == np.float32
+
+
+def test_training_leaves_the_callers_arrays_alone_and_keeps_labels_with_images():
+    x, y = _tiny_problem()
+    x_before, y_before = x.copy(), y.copy()
+    _, history = training.fit(x, y, x, y, ModelConfig(hidden_size=32), TrainConfig(epochs=8, lr=0.2, batch_size=10),
+                              progress=False)
+    assert np.array_equal(x, x_before) and np.array_equal(y, y_before)
+    # Batches are gathered in shuffled order: if labels left their images, nothing could be learnt.
+    assert history[-1].train_accuracy > 0.8 and history[-1].val_accuracy > 0.8
+
+
+def test_early_stopping_returns_the_best_validation_weights():
+    x, y = _tiny_problem(n=300)
+    seen = []
+    cfg = TrainConfig(epochs=40, lr=2.0, batch_size=5, early_stopping=2)  # a large step that plateaus/oscillates
+    params, history = training.fit(x[:200], y[:200], x[200:], y[200:], ModelConfig(hidden_size=8), cfg,
+                                   on_epoch=seen.append, progress=False)
+    best = max(history, key=lambda s: s.val_accuracy)
+    assert len(history) < 40 and len(history) - best.epoch == 2
+    _, accuracy, _ = network.loss_and_accuracy(params, x[200:], y[200:])
+    assert accuracy == best.val_accuracy
+
+
+def test_lr_decay_and_momentum_change_training():
+    x, y = _tiny_problem()
+    base = TrainConfig(epochs=2, lr=0.05)
+    plain, _ = training.fit(x, y, x, y, ModelConfig(), base, progress=False)
+    for variant in (dict(lr_decay=0.5), dict(momentum=0.9), dict(weight_decay=0.01)):
+        other, _ = training.fit(x, y, x, y, ModelConfig(), TrainConfig(epochs=2, lr=0.05, **variant), progress=False)
+        assert not np.array_equal(plain["W1"], other["W1"]), variant

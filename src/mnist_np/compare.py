@@ -13,7 +13,7 @@ from . import plots
 from .errors import UserError
 from .sweep import SWEPT, varying_params
 
-METRICS = ("val_accuracy", "test_accuracy", "test_loss", "train_loss")
+METRICS = ("val_accuracy", "test_accuracy", "test_loss", "train_loss", "epochs_run", "train_seconds")
 HISTORY_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 

@@ -78,12 +78,21 @@ class TrainConfig:
     epochs: int = 30
     seed: int = 0
     dtype: str = "float32"
+    # Options beyond the original design; these defaults switch them off.
+    lr_decay: float = 1.0  # the learning rate of epoch k is lr * lr_decay**(k-1)
+    momentum: float = 0.0  # classical momentum
+    weight_decay: float = 0.0  # L2 penalty (weight_decay/2)*||W||^2 on the weight matrices, not the biases
+    early_stopping: int = 0  # stop after this many epochs without a better val accuracy; keep the best weights
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
         _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
         _check(self.dtype in DTYPES, "train.dtype", self.dtype, f"must be one of {DTYPES}")
+        _check(0 < self.lr_decay <= 1, "train.lr_decay", self.lr_decay, "must be in (0, 1]")
+        _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.early_stopping >= 0, "train.early_stopping", self.early_stopping, "must be >= 0 (0 = off)")
 
 
 @dataclass

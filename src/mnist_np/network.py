@@ -40,68 +40,105 @@ def init_params(n_hidden: int, rng: np.random.Generator, scheme: str = "uniform"
     if scheme not in ("uniform", "he", "glorot"):
         raise ValueError(f"unknown init scheme {scheme!r}")
     W1, b1 = layer(n_in, n_hidden)
+    W1 = np.asfortranarray(W1)  # the memory order backward() writes dW1 in (see Workspace)
     W2, b2 = layer(n_hidden, n_out)
     return {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
+
+
+class Workspace:
+    """Preallocated arrays for forward and backward passes of up to `batch` samples.
+
+    Training reuses one workspace for every batch, so the hot loop allocates nothing: fresh
+    large arrays cost page faults and zeroing on every step. The arrays of a Forward and of the
+    gradients returned with a workspace are views into it, valid until the next step.
+    dW1 is computed as (E1^T X)^T into an (H, n_in) buffer: the same numbers, in the memory
+    order BLAS produces fastest (W1 is kept in that Fortran order too, see init_params).
+    """
+
+    def __init__(self, params: Params, batch: int) -> None:
+        n_in, hidden = params["W1"].shape
+        n_out, dtype = params["W2"].shape[1], params["W1"].dtype
+        self.A1, self.E1 = np.empty((batch, hidden), dtype), np.empty((batch, hidden), dtype)
+        self.active = np.empty((batch, hidden), bool)
+        self.Z2, self.P, self.E2 = (np.empty((batch, n_out), dtype) for _ in range(3))
+        self.rows = np.arange(batch)
+        self.grads = {"W1": np.empty((hidden, n_in), dtype).T, "b1": np.empty(hidden, dtype),
+                      "W2": np.empty((hidden, n_out), dtype), "b2": np.empty(n_out, dtype)}
 
 
 class Forward(NamedTuple):
     """What backprop needs from the forward pass (m = batch size)."""
 
-    Z1: np.ndarray  # (m, H) hidden pre-activations
-    A1: np.ndarray  # (m, H) ReLU(Z1)
+    A1: np.ndarray  # (m, H) ReLU(Z1); [Z1 > 0] is [A1 > 0], so Z1 itself is not kept
     P: np.ndarray  # (m, 10) softmax probabilities
     log_norm: np.ndarray  # (m,) log sum_j exp(Z2_j - max Z2), for a stable log-likelihood
     shifted: np.ndarray  # (m, 10) Z2 - max over classes
 
 
-def softmax(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row-wise stable softmax of logits z (m, k): returns (P, shifted logits, log normaliser).
+def softmax(z: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row-wise stable softmax of logits z (m, k), shifting z IN PLACE: returns (P, shifted z, log normaliser).
 
     Subtracting the row maximum keeps exp() <= 1, so it never overflows; log P is then
     shifted - log_norm, which is finite for every finite input.
     """
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=1, keepdims=True)
-    return e / total, shifted, np.log(total[:, 0])
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z, out=out)
+    total = p.sum(axis=1, keepdims=True)
+    p /= total
+    return p, z, np.log(total[:, 0])
 
 
-def forward(params: Params, X: np.ndarray) -> Forward:
-    """X (m, 784) -> cached activations. Z1 = X W1 + b1 is the note's W1^T x per column."""
-    Z1 = X @ params["W1"] + params["b1"]
-    A1 = np.maximum(Z1, 0)
-    P, shifted, log_norm = softmax(A1 @ params["W2"] + params["b2"])
-    return Forward(Z1, A1, P, log_norm, shifted)
+def forward(params: Params, X: np.ndarray, ws: Workspace | None = None) -> Forward:
+    """X (m, 784) -> cached activations. Z1 = X W1 + b1 is the note's W1^T x per column.
+
+    Without a workspace, fresh arrays are allocated (only those a forward pass needs).
+    """
+    m = len(X)
+    A1 = np.matmul(X, params["W1"], out=None if ws is None else ws.A1[:m])
+    A1 += params["b1"]
+    np.maximum(A1, 0, out=A1)  # ReLU in place: Z1 becomes A1
+    Z2 = np.matmul(A1, params["W2"], out=None if ws is None else ws.Z2[:m])
+    Z2 += params["b2"]
+    P, shifted, log_norm = softmax(Z2, out=None if ws is None else ws.P[:m])
+    return Forward(A1, P, log_norm, shifted)
+
+
+def log_likelihoods(fwd: Forward, y: np.ndarray) -> np.ndarray:
+    """ln p_y per sample, from the shifted logits: never -inf for finite logits."""
+    return fwd.shifted[np.arange(len(y)), y] - fwd.log_norm
 
 
 def cross_entropy(fwd: Forward, y: np.ndarray) -> float:
-    """Mean over the batch of -ln p_y, from the shifted logits: never -inf for finite logits."""
-    rows = np.arange(len(y))
-    return float(np.mean(fwd.log_norm - fwd.shifted[rows, y]))
+    """Mean over the batch of -ln p_y."""
+    return -float(np.mean(log_likelihoods(fwd, y)))
 
 
-def backward(params: Params, X: np.ndarray, y: np.ndarray, fwd: Forward) -> Params:
-    """Gradients of the mean cross-entropy with respect to every parameter (design steps 3-6).
-
-    y holds integer labels (m,); the one-hot Y of the note is never built.
+def backward(params: Params, X: np.ndarray, y: np.ndarray, fwd: Forward, scale: float = 1.0,
+             ws: Workspace | None = None) -> Params:
+    """Gradients of the mean cross-entropy with respect to every parameter (design steps 3-6),
+    multiplied by `scale`. Training passes scale=lr: scaling the small (m, 10) error once is
+    cheaper than scaling every gradient afterwards. y holds integer labels (m,); the one-hot Y
+    of the note is never built.
     """
     m = X.shape[0]
-    rows = np.arange(m)
+    ws = ws or Workspace(params, m)
+    g = ws.grads
     # Step 3: for softmax followed by cross-entropy, dL/dZ2 = P - Y; no softmax Jacobian needed.
-    # The 1/m of the batch mean is folded in here once instead of in each gradient.
-    E2 = fwd.P.copy()
-    E2[rows, y] -= 1
-    E2 /= m
+    # The 1/m of the batch mean (and the scale) are folded in here once instead of in each gradient.
+    E2 = ws.E2[:m]
+    np.copyto(E2, fwd.P)
+    E2[ws.rows[:m], y] -= 1
+    E2 *= E2.dtype.type(scale / m)
     # Step 4: the note's X1 E2^T (H x 10) is A1^T E2 in row form; db sums over the batch axis only.
-    dW2 = fwd.A1.T @ E2
-    db2 = E2.sum(axis=0)
+    np.matmul(fwd.A1.T, E2, out=g["W2"])
+    E2.sum(axis=0, out=g["b2"])
     # Step 5: the note's (W2 E2) * [Z1 > 0] is (E2 W2^T) * [Z1 > 0] in row form.
-    E1 = E2 @ params["W2"].T
-    E1 *= fwd.Z1 > 0
-    # Step 6.
-    dW1 = X.T @ E1
-    db1 = E1.sum(axis=0)
-    return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+    E1 = np.matmul(E2, params["W2"].T, out=ws.E1[:m])
+    E1 *= np.greater(fwd.A1, 0, out=ws.active[:m])
+    # Step 6: the note's X0 E1^T (784 x H) is X^T E1, computed as (E1^T X)^T (see Workspace).
+    np.matmul(E1.T, X, out=g["W1"].T)
+    E1.sum(axis=0, out=g["b1"])
+    return g
 
 
 def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
@@ -109,10 +146,38 @@ def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[float,
     return cross_entropy(fwd, y), backward(params, X, y, fwd)
 
 
-def sgd_step(params: Params, grads: Params, lr: float) -> None:
-    """Step 7, in place: w <- w - lr * dw."""
-    for key, grad in grads.items():
-        params[key] -= params[key].dtype.type(lr) * grad
+def sgd_step(params: Params, grads: Params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+             velocity: Params | None = None) -> None:
+    """Step 7, in place: w <- w - lr * dw, optionally with L2 weight decay and classical momentum.
+
+    `grads` is used as scratch space and overwritten.
+    """
+    for grad in grads.values():
+        grad *= grad.dtype.type(lr)
+    apply_steps(params, grads, momentum, lr * weight_decay, velocity)
+
+
+def apply_steps(params: Params, steps: Params, momentum: float = 0.0, decay: float = 0.0,
+                velocity: Params | None = None) -> None:
+    """Update with steps = lr * gradients (as backward(scale=lr) returns them), in place.
+
+    L2 weight decay adds lr*weight_decay*W (`decay`) to the step of each weight matrix: the
+    derivative of (weight_decay/2)*||W||^2; biases are not decayed. With `velocity` (zeros shaped
+    like params), classical momentum: v <- momentum * v - step, w <- w + v; else w <- w - step.
+    `steps` is overwritten.
+    """
+    for key, step in steps.items():
+        w = params[key]
+        scalar = w.dtype.type  # keep float32 math in float32
+        if decay and key.startswith("W"):
+            step += scalar(decay) * w
+        if velocity is None:
+            w -= step
+        else:
+            v = velocity[key]
+            v *= scalar(momentum)
+            v -= step
+            w += v
 
 
 def loss_and_accuracy(params: Params, X: np.ndarray, y: np.ndarray, chunk: int = 10_000) -> tuple[float, float, np.ndarray]:

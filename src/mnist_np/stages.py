@@ -57,6 +57,7 @@ def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, hist
 
     params, history = training.fit(train_split.x, train_split.y, val_split.x, val_split.y,
                                    cfg.model, cfg.train, on_epoch=on_epoch, progress=progress)
+    mlflow.log_metrics({"train_seconds": sum(s.seconds for s in history), "epochs_run": len(history)})
     weights.save(weights_path, params)
     frame = pd.DataFrame([dataclasses.asdict(s) for s in history])
     with atomic_path(history_path) as tmp:

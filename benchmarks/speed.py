@@ -1,0 +1,167 @@
+"""Benchmark: this network against PyTorch on the CPU, plus memory and MLflow overhead, in one run.
+
+    dvc repro normalize                 # needs data/processed/
+    pip install torch==2.13.0           # optional benchmark dependency, never the product's
+    python benchmarks/speed.py [--repeats 3] [--out benchmarks/results/speed.json]
+
+Both sides train the same architecture (784 -> H ReLU -> 10 softmax, cross-entropy, plain
+mini-batch SGD) on the real training split, in float32, with the same number of BLAS/intra-op
+threads, the same batch size and epochs, shuffling each epoch. Each side's seconds per epoch
+is the median over `repeats` runs of the gradient-step loop alone (no validation pass).
+Also reported: the machine's float32 matrix-multiply throughput (GFLOP/s) and the fraction of it
+that training reaches; the peak resident memory of the real train stage at hidden 1024; and
+the share of a train stage's time that MLflow logging costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from threadpoolctl import threadpool_info, threadpool_limits
+
+REPO = Path(__file__).resolve().parents[1]
+
+from mnist_np import config, data, training
+from mnist_np.config import ModelConfig, TrainConfig
+
+CASES = [(10, 32), (1024, 128)]  # (hidden size, batch size)
+TARGETS = {(10, 32): 0.15, (1024, 128): 0.9}
+
+
+def ours_epoch_seconds(x, y, hidden, batch, epochs, repeats) -> list[float]:
+    times = []
+    for seed in range(repeats):
+        _, history = training.fit(x, y, x[:10], y[:10], ModelConfig(hidden_size=hidden, init="he"),
+                                  TrainConfig(lr=0.05, batch_size=batch, epochs=epochs, seed=seed), progress=False)
+        times += [s.seconds for s in history]
+    return times
+
+
+def torch_epoch_seconds(x, y, hidden, batch, epochs, repeats) -> list[float]:
+    import torch
+
+    X, Y = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    times = []
+    for seed in range(repeats):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for _ in range(epochs):
+            start = time.perf_counter()
+            order = torch.randperm(len(X))
+            xs, ys = X[order], Y[order]
+            for i in range(0, len(X), batch):
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xs[i:i + batch]), ys[i:i + batch])
+                loss.backward()
+                optimizer.step()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = np.ones((n, n), np.float32), np.ones((n, n), np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def training_gflop_per_epoch(n: int, hidden: int) -> float:
+    """Matrix-multiply work of one epoch: forward X W1, A1 W2; backward A1^T E2, E2 W2^T, X^T E1."""
+    return 2 * n * (784 * hidden * 2 + hidden * 10 * 3) / 1e9
+
+
+def train_stage_peak_rss_mb(hidden: int, tracking_uri: str) -> float:
+    """Run the real train stage at this hidden size for one epoch; the child's peak RSS in MB."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["model"]["hidden_size"] = hidden
+    params["train"].update(epochs=1, batch_size=128)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        subprocess.run([sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(path),
+                        "--models", str(Path(tmp) / "models"), "--reports", str(Path(tmp) / "reports")],
+                       cwd=REPO, check=True, capture_output=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+
+
+def mlflow_overhead(tracking_uri: str) -> dict:
+    """Wall time of the train stage's work with MLflow logging against the bare training loop."""
+    import mlflow
+
+    from mnist_np import stages, tracking
+
+    cfg = config.load_params(REPO / "params.yaml")
+    processed = REPO / "data" / "processed"
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    experiment = tracking.setup("benchmark")
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        with mlflow.start_run(experiment_id=experiment):
+            stages.train(cfg, processed, Path(tmp) / "model.npz", Path(tmp) / "training.csv", progress=False)
+        logged = time.perf_counter() - start
+    train, val = data.load(processed, "train"), data.load(processed, "val")
+    start = time.perf_counter()
+    training.fit(train.x, train.y, val.x, val.y, cfg.model, cfg.train, progress=False)
+    bare = time.perf_counter() - start + _timed(lambda: (data.load(processed, "train"), data.load(processed, "val")))
+    return {"config": "default (params.yaml)", "with_mlflow_s": round(logged, 2), "without_s": round(bare, 2),
+            "overhead_fraction": round((logged - bare) / bare, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (each epoch is one sample)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed.json")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    train = data.load(REPO / "data" / "processed", "train")
+    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
+              "numpy": np.__version__, "torch": torch.__version__,
+              "blas": [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()],
+              "repeats": args.repeats, "epochs_per_run": args.epochs, "cases": []}
+    with threadpool_limits(limits=args.threads):
+        peak = matmul_gflops()
+        result["matmul_float32_gflops"] = round(peak, 1)
+        for hidden, batch in CASES:
+            ours = statistics.median(ours_epoch_seconds(train.x, train.y, hidden, batch, args.epochs, args.repeats))
+            theirs = statistics.median(torch_epoch_seconds(train.x, train.y, hidden, batch, args.epochs, args.repeats))
+            case = {"hidden": hidden, "batch": batch, "numpy_s_per_epoch": round(ours, 3),
+                    "torch_s_per_epoch": round(theirs, 3), "ratio_numpy_over_torch": round(ours / theirs, 3),
+                    "target_ratio": TARGETS[(hidden, batch)],
+                    "numpy_fraction_of_matmul_peak": round(training_gflop_per_epoch(len(train.x), hidden) / ours / peak, 3)}
+            result["cases"].append(case)
+            print(json.dumps(case), file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/bench.db"
+        result["train_stage_peak_rss_mb_hidden_1024"] = round(train_stage_peak_rss_mb(1024, uri), 1)
+        result["mlflow_overhead"] = mlflow_overhead(uri)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
