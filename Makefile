@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast params lock clean
+.PHONY: setup run test test-fast params results lock clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,12 @@ test-fast: setup
 # Overrides go in ARGS, e.g. make params ARGS=+experiment=best
 params: setup
 	$(BIN)/python pipelines/compose_params.py $(ARGS)
+
+# The README's results table: a real sweep (needs data/processed from make run), then its table.
+results: setup
+	$(BIN)/python pipelines/sweep.py -m model.hidden_size=10,64,256,1024 train.lr=0.05,0.1 \
+	    train.batch_size=32,128 train.epochs=10
+	$(BIN)/python pipelines/compare.py --sweep latest --markdown docs/results.md --no-plots
 
 # Re-pin requirements.lock from the ranges in pyproject.toml.
 lock: setup

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -91,17 +90,33 @@ def training_gflop_per_epoch(n: int, hidden: int) -> float:
 
 
 def train_stage_peak_rss_mb(hidden: int, tracking_uri: str) -> float:
-    """Run the real train stage at this hidden size for one epoch; the child's peak RSS in MB."""
+    """Run the real train stage at this hidden size for one epoch; its peak resident memory in MB.
+
+    Read from the child's VmHWM, polled until it exits: getrusage would also count the parent's
+    memory that the child shares between fork and exec.
+    """
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"]["hidden_size"] = hidden
     params["train"].update(epochs=1, batch_size=128)
+    peak_kb = 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(params))
-        subprocess.run([sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(path),
-                        "--models", str(Path(tmp) / "models"), "--reports", str(Path(tmp) / "reports")],
-                       cwd=REPO, check=True, capture_output=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+        child = subprocess.Popen([sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(path),
+                                  "--models", str(Path(tmp) / "models"), "--reports", str(Path(tmp) / "reports")],
+                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+        status = Path(f"/proc/{child.pid}/status")
+        while child.poll() is None:
+            try:
+                line = next(l for l in status.read_text().splitlines() if l.startswith("VmHWM:"))
+                peak_kb = max(peak_kb, int(line.split()[1]))
+            except (OSError, StopIteration):
+                pass
+            time.sleep(0.01)
+        if child.returncode != 0:
+            raise RuntimeError(f"train stage exited {child.returncode}")
+    return peak_kb / 1024
 
 
 def mlflow_overhead(tracking_uri: str) -> dict:

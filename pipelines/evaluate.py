@@ -5,7 +5,6 @@ confusion matrix) and reports/predictions.csv (for `dvc plots`' confusion templa
 test metrics into the MLflow run the train stage started.
 """
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -19,12 +18,7 @@ log = logging.getLogger("evaluate")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/processed")
-    parser.add_argument("--models", default="models")
-    parser.add_argument("--reports", default="reports")
-    args = parser.parse_args()
+    args = cli.stage_args(__doc__, data="data/processed", models="models", reports="reports")
     cfg = config.load_params(args.params)
     model_dir = Path(args.models)
     params = weights.load(model_dir / stages.WEIGHTS_FILE)

@@ -4,7 +4,6 @@ Writes the weights and the MLflow run id to models/, the per-epoch history to re
 The evaluate stage resumes the same MLflow run, so one `dvc repro` is one run.
 """
 
-import argparse
 from pathlib import Path
 
 import mlflow
@@ -15,12 +14,7 @@ from mnist_np.files import write_json
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/processed")
-    parser.add_argument("--models", default="models")
-    parser.add_argument("--reports", default="reports")
-    args = parser.parse_args()
+    args = cli.stage_args(__doc__, data="data/processed", models="models", reports="reports")
     cfg = config.load_params(args.params)
     data_dir, model_dir = Path(args.data), Path(args.models)
     checksums = stages.data_checksums(data_dir)  # also fails fast when normalize has not run

@@ -34,7 +34,9 @@ def workdir(tiny_mnist, tmp_path):
 
 
 def sweep(workdir: Path, env: dict, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, SWEEP, "-m", f"hydra.sweep.dir={workdir / 'multirun'}", "train.epochs=1", *overrides]
+    # data.val_size=20: the tiny data's validation split (see conftest.tiny_mnist)
+    cmd = [sys.executable, SWEEP, "-m", f"hydra.sweep.dir={workdir / 'multirun'}", "train.epochs=1",
+           "data.val_size=20", *overrides]
     done = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     if check and done.returncode != 0:
         raise AssertionError(f"sweep exited {done.returncode}\n{done.stdout}\n{done.stderr}")
@@ -116,6 +118,14 @@ def test_bad_override_fails_and_leaves_no_run_running(workdir):
     runs = runs_in(env)
     assert "RUNNING" not in set(runs["status"])
     assert (runs[runs["tags.sweep"] == "parent"]["status"] == "FAILED").all()
+
+
+def test_data_settings_other_than_the_prepared_data_are_refused(workdir):
+    work, env = workdir
+    done = sweep(work, env, "data.standardize=true", check=False)
+    assert done.returncode == 2 and "data.standardize=True (prepared: False)" in done.stderr
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    assert mlflow.search_runs(search_all_experiments=True).empty
 
 
 def test_missing_data_stops_the_sweep_before_any_run(tmp_path):

@@ -61,6 +61,7 @@ def runs_table(experiment: str, sweep: str | None = None, top: int | None = None
             table[name] = _numeric(runs[f"params.{name}"])
     for name in METRICS:
         table[name] = runs.get(f"metrics.{name}")
+    table["epochs_run"] = table["epochs_run"].astype("Int64")  # MLflow stores every metric as a float
     if sort not in table:
         raise UserError(f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}")
     table = table.sort_values(sort, ascending="loss" in sort, na_position="last", kind="stable")

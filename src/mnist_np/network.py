@@ -103,9 +103,9 @@ def forward(params: Params, X: np.ndarray, ws: Workspace | None = None) -> Forwa
     return Forward(A1, P, log_norm, shifted)
 
 
-def log_likelihoods(fwd: Forward, y: np.ndarray) -> np.ndarray:
+def log_likelihoods(fwd: Forward, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """ln p_y per sample, from the shifted logits: never -inf for finite logits."""
-    return fwd.shifted[np.arange(len(y)), y] - fwd.log_norm
+    return np.subtract(fwd.shifted[np.arange(len(y)), y], fwd.log_norm, out=out)
 
 
 def cross_entropy(fwd: Forward, y: np.ndarray) -> float:

@@ -39,9 +39,17 @@ def _validated(cfg: DictConfig) -> config.Config:
     return config.validate({key: OmegaConf.to_container(cfg[key], resolve=True) for key in cfg if key != "hydra"})
 
 
-def _processed_dir(root: Path) -> Path:
+def _processed_dir(root: Path, cfg: config.Config) -> Path:
+    """data/processed/, checked against the job's data settings: a sweep trains on the data the
+    normalize stage prepared and cannot change how it was prepared."""
     processed = root / PROCESSED_DIR
-    data.load_stats(processed)  # a clear error naming `dvc repro normalize` when it is missing
+    stats = data.load_stats(processed)  # a clear error naming `dvc repro normalize` when it is missing
+    prepared = {"data.standardize": stats["standardize"], "data.val_size": stats["sizes"]["val"]}
+    wanted = {"data.standardize": cfg.data.standardize, "data.val_size": cfg.data.val_size}
+    if prepared != wanted:
+        differ = ", ".join(f"{k}={wanted[k]} (prepared: {prepared[k]})" for k in wanted if wanted[k] != prepared[k])
+        raise UserError(f"{processed} was prepared with other data settings: {differ}. Sweep only model.* and "
+                        "train.* here, or prepare the data first (make params ARGS=... && dvc repro normalize)")
     return processed
 
 
@@ -61,7 +69,7 @@ class SweepCallback(Callback):
         root = tracking.repo_root()
         try:
             cfg = _validated(config)
-            _processed_dir(root)
+            _processed_dir(root, cfg)
         except UserError as exc:
             # Hydra turns a callback's exceptions into warnings and starts the jobs anyway;
             # bad input must stop the sweep before any job or run exists.
@@ -122,7 +130,7 @@ def run_job(cfg_node: DictConfig) -> float:
     """
     cfg = _validated(cfg_node)
     root = tracking.repo_root()
-    processed = _processed_dir(root)
+    processed = _processed_dir(root, cfg)
     hydra = HydraConfig.get()
     out_dir = Path(hydra.runtime.output_dir)
     parent_file = Path(hydra.sweep.dir) / PARENT_FILE

@@ -63,7 +63,7 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.n
             xb, yb = np.take(x, batch, axis=0, out=xb_buf[:m]), np.take(y, batch, out=yb_buf[:m])
             fwd = network.forward(params, xb, ws)
             # Per-sample statistics go into epoch-long arrays (in batch order): no Python arithmetic per batch.
-            np.subtract(fwd.shifted[ws.rows[:m], yb], fwd.log_norm, out=likelihood[i:i + m])
+            network.log_likelihoods(fwd, yb, out=likelihood[i:i + m])
             np.argmax(fwd.P, axis=1, out=predicted[i:i + m])
             steps = network.backward(params, xb, yb, fwd, scale=lr, ws=ws)
             network.apply_steps(params, steps, train.momentum, lr * train.weight_decay, velocity)
@@ -81,7 +81,7 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.n
             on_epoch(stats)
         if train.early_stopping:
             if best is None or val_acc > best[0]:
-                best = (val_acc, {k: v.copy() for k, v in params.items()}, epoch)
+                best = (val_acc, {k: v.copy(order="K") for k, v in params.items()}, epoch)
             elif epoch - best[2] >= train.early_stopping:
                 break
     return (best[1] if best else params), history
