@@ -19,7 +19,6 @@ from .errors import DataError
 from .files import atomic_path, sha256_file, write_json
 from .idx import read_idx
 
-SPLITS = ("train", "val", "test")
 STATS_FILE = "stats.json"
 
 

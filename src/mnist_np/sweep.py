@@ -81,9 +81,8 @@ class SweepCallback(Callback):
         overrides = " ".join(hydra.overrides.task)
         tags = {"entry_point": "hydra-sweep", "sweep": "parent", **tracking.git_tags(root),
                 "sweep.started": time.strftime("%Y-%m-%dT%H:%M:%S"), "sweep.dir": str(Path(hydra.sweep.dir).resolve())}
-        run = MlflowClient(self.uri).create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags)
-        self.parent_id = run.info.run_id
         client = MlflowClient(self.uri)
+        self.parent_id = client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags).info.run_id
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
         client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
@@ -105,11 +104,11 @@ class SweepCallback(Callback):
         if len(finished):
             best = finished.sort_values("metrics.val_accuracy", ascending=False).iloc[0]
             client.set_tag(self.parent_id, "best_run_id", best["run_id"])
-            for name in varying_params(finished) or list(SWEPT):
+            swept = varying_params(finished)
+            for name in swept or list(SWEPT):
                 client.log_param(self.parent_id, f"best.{name}", best[f"params.{name}"])
             for metric in ("val_accuracy", "test_accuracy", "test_loss"):
                 client.log_metric(self.parent_id, f"best_{metric}", float(best[f"metrics.{metric}"]))
-            swept = varying_params(finished)
             if swept:
                 frame = finished.rename(columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c)
                 client.log_figure(self.parent_id, plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png")
