@@ -125,7 +125,7 @@ def test_bad_files_get_their_own_error_and_the_rest_are_predicted(trained, tmp_p
 def test_mlflow_models_predict_uses_the_logged_pyfunc_model(trained, tmp_path):
     root, run_id, uri, images, _ = trained
     x = data.transform(images[:8], data.load_stats(root / "data" / "processed"))
-    payload = {"dataframe_split": {"columns": [f"pixel_{i}" for i in range(784)], "data": x.tolist()}}
+    payload = {"inputs": x.tolist()}
     (tmp_path / "input.json").write_text(json.dumps(payload))
     done = subprocess.run([str(BIN / "mlflow"), "models", "predict", "-m", f"runs:/{run_id}/model",
                            "-i", str(tmp_path / "input.json"), "-t", "json", "-o", str(tmp_path / "out.json"),
@@ -153,9 +153,7 @@ def test_mlflow_models_serve_answers_invocations(trained):
                 assert server.poll() is None and time.monotonic() < deadline, "mlflow models serve did not start"
                 time.sleep(0.5)
         expected = direct_predictions(root, images[:16]).argmax(axis=1).tolist()
-        raw = {"dataframe_split": {"columns": [f"pixel_{i}" for i in range(784)],
-                                   "data": images[:16].reshape(16, -1).astype(float).tolist()},
-               "params": {"raw_pixels": True}}
+        raw = {"inputs": images[:16].reshape(16, -1).astype(float).tolist(), "params": {"raw_pixels": True}}
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(raw).encode(),
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:

@@ -36,7 +36,7 @@ def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
     if model is not None and is_mlflow_uri(model):
         import mlflow
 
-        from . import serving, tracking
+        from . import tracking
 
         tracking.use_store()
         try:
@@ -45,7 +45,7 @@ def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
             raise UserError(f"cannot load MLflow model {model}: {exc.message}") from exc
 
         def predict(x: np.ndarray) -> np.ndarray:
-            out = pyfunc.predict(pd.DataFrame(x, columns=serving.PIXELS), params={"raw_pixels": True})
+            out = pyfunc.predict(x.astype(np.float32), params={"raw_pixels": True})
             return out[[f"p{d}" for d in range(network.N_CLASSES)]].to_numpy()
 
         return predict

@@ -1,10 +1,13 @@
 """The trained network as an MLflow pyfunc model, so `mlflow models predict/serve` can use it.
 
-Input: a DataFrame (or array) with one row per image and 784 columns `pixel_0` ... `pixel_783`
-(row-major 28x28). By default the pixels are already normalised exactly like the normalize stage's
-output; with the parameter `raw_pixels=True` they are raw MNIST-style 0-255 values and the model
-applies the normalize stage's transform itself (from the stats.json it was logged with).
-Output: a DataFrame with the predicted `digit` and the probabilities `p0` ... `p9`.
+Input: a float32 tensor of shape (n, 784), one row per image (row-major 28x28); served as
+{"inputs": [[...784 values...], ...]}. By default the pixels are already normalised exactly like
+the normalize stage's output; with the parameter `raw_pixels=True` they are raw MNIST-style 0-255
+values and the model applies the normalize stage's transform itself (from the stats.json it was
+logged with). Output: a DataFrame with the predicted `digit` and the probabilities `p0` ... `p9`.
+
+A tensor signature rather than 784 named columns: MLflow validates, stores and parses a signature
+per column, which made logging the model cost about a second per run (benchmarks/speed.py).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from mlflow.models import infer_signature
 
 from . import data, network, weights
 
-PIXELS = [f"pixel_{i}" for i in range(network.N_INPUTS)]
 MODEL_NAME = "model"  # runs:/<run id>/model
 
 
@@ -42,15 +44,15 @@ class DigitModel(mlflow.pyfunc.PythonModel):
 
 def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None:
     """Log the pyfunc model into the active run, with a signature and an input example."""
-    frame = pd.DataFrame(example.astype(np.float32), columns=PIXELS)
-    output = probabilities_frame(network.forward(weights.load(weights_path), frame.to_numpy()).P)
+    example = np.ascontiguousarray(example, dtype=np.float32).reshape(-1, network.N_INPUTS)
+    output = probabilities_frame(network.forward(weights.load(weights_path), example).P)
     with warnings.catch_warnings():
         # MLflow's advice on integer columns and on type hints does not apply: the signature is explicit.
         warnings.filterwarnings("ignore", message=".*(integer column|Add type hints).*", category=UserWarning)
         mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=DigitModel(),
+            name=MODEL_NAME, python_model=str(Path(__file__).with_name("served_model.py")),
             artifacts={"weights": str(weights_path), "stats": str(stats_path)},
-            signature=infer_signature(frame, output, params={"raw_pixels": False}), input_example=frame,
+            signature=infer_signature(example, output, params={"raw_pixels": False}), input_example=example,
             # Ship the package with the model so it loads wherever MLflow runs it, and name the
             # requirements instead of letting MLflow infer them (slow, and it imports everything).
             code_paths=[str(Path(__file__).parent)],

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import data, metrics, network, plots, serving, training, weights
+from . import data, metrics, network, plots, serving, tracking, training, weights
 from .config import Config, flatten
 from .files import atomic_path, sha256_file, write_json
 
@@ -48,15 +48,20 @@ def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, hist
     train_split, val_split = data.load(processed_dir, "train"), data.load(processed_dir, "val")
     mlflow.log_params(flatten(cfg))
 
+    epoch_metrics = tracking.EpochMetrics()
+
     def on_epoch(stats: training.EpochStats) -> None:
         values = dataclasses.asdict(stats)
         epoch = values.pop("epoch")
-        mlflow.log_metrics({("epoch_seconds" if k == "seconds" else k): v for k, v in values.items()}, step=epoch)
+        epoch_metrics.log({("epoch_seconds" if k == "seconds" else k): v for k, v in values.items()}, step=epoch)
         log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs", epoch, cfg.train.epochs,
                  stats.train_loss, stats.train_accuracy, stats.val_loss, stats.val_accuracy, stats.seconds)
 
-    params, history = training.fit(train_split.x, train_split.y, val_split.x, val_split.y,
-                                   cfg.model, cfg.train, on_epoch=on_epoch, progress=progress)
+    try:
+        params, history = training.fit(train_split.x, train_split.y, val_split.x, val_split.y,
+                                       cfg.model, cfg.train, on_epoch=on_epoch, progress=progress)
+    finally:
+        epoch_metrics.flush()  # the epochs before a failure are kept too
     mlflow.log_metrics({"train_seconds": sum(s.seconds for s in history), "epochs_run": len(history)})
     weights.save(weights_path, params)
     frame = pd.DataFrame([dataclasses.asdict(s) for s in history])
@@ -64,8 +69,9 @@ def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, hist
         frame.to_csv(tmp, index=False)
     mlflow.log_artifact(str(weights_path), artifact_path="weights")
     serving.log_model(Path(weights_path), processed_dir / data.STATS_FILE, val_split.x[:5])
+    # No learning-curve figure here: the MLflow UI charts the per-epoch metrics itself (and several
+    # runs on one chart), and rendering one per run cost 3% of a default run (benchmarks/speed.py).
     mlflow.log_artifact(str(history_path))
-    mlflow.log_figure(plots.learning_curves({run_name(cfg): frame}), "plots/learning_curves.png")
     return params, history
 
 

@@ -1,4 +1,4 @@
-"""Where MLflow runs go, and the tags every run carries.
+"""Where MLflow runs go, the tags every run carries, and how per-epoch metrics reach the store.
 
 One store for every entry point: $MLFLOW_TRACKING_URI when set, else
 sqlite:///<repository root>/mlflow.db with artifacts in <repository root>/mlartifacts.
@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from .errors import UserError
@@ -93,3 +95,28 @@ def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> di
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+class EpochMetrics:
+    """Per-epoch metrics for the active run, sent in batches at most every `interval_s` seconds.
+
+    One write to the SQLite store costs about 7 ms, 5% of a default epoch; one batch per
+    interval keeps logging far below that while the MLflow UI still follows a long run.
+    Call flush() when training ends, also when it fails, so no epoch is lost.
+    """
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        self.interval_s = interval_s
+        self.pending: list[Metric] = []
+        self.last_sent = time.monotonic()
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        self.pending += [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+        if time.monotonic() - self.last_sent >= self.interval_s:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=self.pending)
+        self.pending, self.last_sent = [], time.monotonic()

@@ -1,0 +1,34 @@
+"""Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps."""
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from mnist_np import tracking
+
+
+def history(run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient().get_metric_history(run_id, key))
+
+
+def test_epochs_wait_for_the_interval_then_arrive_in_one_batch_with_their_steps():
+    experiment = tracking.setup("epochs")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        epochs = tracking.EpochMetrics(interval_s=3600)
+        for epoch in (1, 2, 3):
+            epochs.log({"val_accuracy": 0.5 + epoch / 10, "val_loss": 1.0 / epoch}, step=epoch)
+        assert history(run.info.run_id, "val_accuracy") == []
+        epochs.flush()
+        assert history(run.info.run_id, "val_accuracy") == [(1, 0.6), (2, 0.7), (3, 0.8)]
+        assert history(run.info.run_id, "val_loss") == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
+        epochs.flush()  # nothing pending: writes nothing twice
+        assert len(history(run.info.run_id, "val_loss")) == 3
+
+
+def test_an_elapsed_interval_sends_everything_pending_at_once():
+    experiment = tracking.setup("epochs")
+    with mlflow.start_run(experiment_id=experiment) as run:
+        epochs = tracking.EpochMetrics(interval_s=0)
+        epochs.log({"train_loss": 2.0}, step=1)
+        assert history(run.info.run_id, "train_loss") == [(1, 2.0)]
+        epochs.log({"train_loss": 1.0}, step=2)
+        assert history(run.info.run_id, "train_loss") == [(1, 2.0), (2, 1.0)]
