@@ -66,11 +66,11 @@ def test_one_training_step_matches_hand_computation():
 
 def test_softmax_and_loss_are_finite_for_extreme_logits():
     z = np.array([[1000.0, -1000.0, 0.0], [-1e4, -1e4, -1e4]], dtype=np.float32)
-    p, shifted, log_norm = network.softmax(z.copy())
+    p, shifted, total = network.softmax(z.copy())
     assert np.isfinite(p).all() and np.allclose(p.sum(axis=1), 1)
     assert p[0, 0] == 1 and p[1, 0] == pytest.approx(1 / 3)
     # -ln p for the hopeless class 1 of sample 0 is 2000, not inf.
-    fwd = network.Forward(None, p, log_norm, shifted)
+    fwd = network.Forward(None, p, shifted, total)
     assert network.cross_entropy(fwd, np.array([1, 0])) == pytest.approx((2000 + np.log(3)) / 2)
 
 
@@ -189,3 +189,56 @@ def test_lr_decay_and_momentum_change_training():
     for variant in (dict(lr_decay=0.5), dict(momentum=0.9), dict(weight_decay=0.01)):
         other, _ = training.fit(x, y, x, y, ModelConfig(), TrainConfig(epochs=2, lr=0.05, **variant), progress=False)
         assert not np.array_equal(plain["W1"], other["W1"]), variant
+
+
+@pytest.mark.parametrize("options", [{}, {"momentum": 0.9, "weight_decay": 0.01, "lr_decay": 0.5}])
+def test_training_loop_matches_the_reference_steps_batch_for_batch(options):
+    # fit's fast path (workspaces in column layout, one flat update, epoch-long logits, a last
+    # batch of 2) against the plain reference: loss_and_grads and sgd_step on fresh arrays.
+    x, y = _tiny_problem(n=30)
+    x, y = x.astype(np.float64), y
+    cfg = TrainConfig(lr=0.3, batch_size=7, epochs=2, seed=11, dtype="float64", **options)
+    params, history = training.fit(x, y, x[:5], y[:5], ModelConfig(hidden_size=6, init="he"), cfg, progress=False)
+
+    init_rng, order_rng = np.random.default_rng(cfg.seed).spawn(2)
+    ref = network.init_params(6, init_rng, "he", np.float64)
+    velocity = {k: np.zeros_like(v) for k, v in ref.items()} if cfg.momentum else None
+    for epoch in range(cfg.epochs):
+        lr, losses, correct = cfg.lr * cfg.lr_decay ** epoch, [], 0
+        order = order_rng.permutation(len(x))
+        for i in range(0, len(x), cfg.batch_size):
+            batch = order[i:i + cfg.batch_size]
+            fwd = network.forward(ref, x[batch])
+            losses += list(-network.log_likelihoods(fwd, y[batch]))
+            correct += int((fwd.P.argmax(axis=1) == y[batch]).sum())
+            _, grads = network.loss_and_grads(ref, x[batch], y[batch])
+            network.sgd_step(ref, grads, lr, cfg.momentum, cfg.weight_decay, velocity)
+        assert history[epoch].train_loss == pytest.approx(np.mean(losses), rel=1e-12)
+        assert history[epoch].train_accuracy == correct / len(x)
+    for key in ref:
+        np.testing.assert_allclose(params[key], ref[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+def test_packed_parameters_are_views_of_one_vector_weights_first():
+    params = network.init_params(3, np.random.default_rng(0), n_in=4)
+    flat = network.pack(params)
+    assert flat.vector.shape == (4 * 3 + 3 * 10 + 3 + 10,) and flat.n_weights == 4 * 3 + 3 * 10
+    for key, value in params.items():
+        assert np.array_equal(flat.params[key], value) and np.shares_memory(flat.params[key], flat.vector)
+    assert flat.params["W1"].flags.f_contiguous  # the order backward writes dW1 in
+    flat.vector[:flat.n_weights] = 0  # the weights, and nothing but the weights, come first
+    assert not flat.params["W1"].any() and not flat.params["W2"].any() and flat.params["b2"].all()
+
+
+@pytest.mark.parametrize("n, batch, chunk_rows", [(23, 5, 10), (20, 5, 10), (7, 10, 4), (9, 3, 1000)])
+def test_shuffled_batches_yield_every_row_once_in_order_as_contiguous_views(n, batch, chunk_rows):
+    rng = np.random.default_rng(0)
+    x, labels = rng.uniform(size=(n, 3)).astype(np.float32), np.arange(n)
+    order = rng.permutation(n)
+    seen, sizes = [], []
+    for xb, yb in training.shuffled_batches((x, labels), order, batch, chunk_rows):
+        assert xb.flags.c_contiguous and np.array_equal(xb, x[yb])  # rows stay with their labels
+        seen += list(yb)
+        sizes.append(len(yb))
+    assert seen == list(order)
+    assert sizes == [batch] * (n // batch) + ([n % batch] if n % batch else [])
