@@ -32,3 +32,22 @@ def test_an_elapsed_interval_sends_everything_pending_at_once():
         assert history(run.info.run_id, "train_loss") == [(1, 2.0)]
         epochs.log({"train_loss": 1.0}, step=2)
         assert history(run.info.run_id, "train_loss") == [(1, 2.0), (2, 1.0)]
+
+
+def test_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    assert tracking.git_tags(tmp_path) == {}  # no commit yet: nothing to name
+    (tmp_path / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("commit", "-qm", "first")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("ignored")
+    assert tracking.git_tags(tmp_path) == {"git_commit": head, "git_dirty": "false"}
+    (tmp_path / "a.txt").write_text("two")
+    assert tracking.git_tags(tmp_path) == {"git_commit": head, "git_dirty": "true"}
