@@ -106,7 +106,7 @@ def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> di
 class EpochMetrics:
     """Per-epoch metrics for the active run, sent in batches at most every `interval_s` seconds.
 
-    One write to the SQLite store costs about 7 ms, 5% of a default epoch; one batch per
+    One write to the SQLite store costs about 7 ms, several percent of a default epoch; one batch per
     interval keeps logging far below that while the MLflow UI still follows a long run.
     Call flush() when training ends, also when it fails, so no epoch is lost.
     """
