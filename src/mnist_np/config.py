@@ -82,7 +82,7 @@ class TrainConfig:
     lr_decay: float = 1.0  # the learning rate of epoch k is lr * lr_decay**(k-1)
     momentum: float = 0.0  # classical momentum
     weight_decay: float = 0.0  # L2 penalty (weight_decay/2)*||W||^2 on the weight matrices, not the biases
-    early_stopping: int = 0  # stop after this many epochs without a better val accuracy; keep the best weights (latest of equals)
+    early_stopping: int = 0  # stop after N epochs without better val accuracy; keep the best weights (latest of ties)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
