@@ -2,7 +2,7 @@
 
     dvc repro normalize                 # needs data/processed/
     pip install torch==2.13.0           # optional benchmark dependency, never the product's
-    python benchmarks/speed.py [--repeats 5] [--epochs 3] [--out benchmarks/results/speed.json]
+    python benchmarks/speed.py [--repeats 7] [--epochs 3] [--out benchmarks/results/speed.json]
 
 Both sides train the same architecture (784 -> H ReLU -> 10 softmax, cross-entropy, plain
 mini-batch SGD) on the real training split, in float32, with the same number of BLAS/intra-op
@@ -207,7 +207,7 @@ def mlflow_overhead(tracking_uri: str, repeats: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (a run counts its median epoch)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed.json")
