@@ -43,7 +43,7 @@ def init_params(n_hidden: int, rng: np.random.Generator, scheme: str = "uniform"
         raise ValueError(f"unknown init scheme {scheme!r}")
     W1, b1 = layer(n_in, n_hidden)
     W2, b2 = layer(n_hidden, n_out)
-    return pack({"W1": W1, "b1": b1, "W2": W2, "b2": b2}).params
+    return {"W1": W1, "b1": b1, "W2": W2, "b2": b2}
 
 
 class Flat(NamedTuple):

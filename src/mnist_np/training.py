@@ -53,7 +53,7 @@ class EpochOutputs:
         shifted = np.concatenate([
             self.logits[:full * self.n_out].reshape(-1, self.n_out, self.batch).transpose(0, 2, 1).reshape(-1, self.n_out),
             self.logits[full * self.n_out:].reshape(self.n_out, -1).T])
-        likelihood = shifted[np.arange(self.n), labels] - np.log(self.totals)  # ln p_y, as network.log_likelihoods
+        likelihood = network.log_likelihoods(network.Forward(None, None, shifted, self.totals), labels)
         return -float(likelihood.mean(dtype=np.float64)), float(np.mean(shifted.argmax(axis=1) == labels))
 
 
