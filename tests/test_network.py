@@ -1,5 +1,7 @@
 """The network's math: gradients against finite differences, one step by hand, stability, dtypes."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -191,10 +193,12 @@ def test_lr_decay_and_momentum_change_training():
         assert not np.array_equal(plain["W1"], other["W1"]), variant
 
 
-@pytest.mark.parametrize("options", [{}, {"momentum": 0.9, "weight_decay": 0.01, "lr_decay": 0.5}])
+@pytest.mark.parametrize("options", [{}, {"weight_decay": 0.01},
+                                     {"momentum": 0.9, "weight_decay": 0.01, "lr_decay": 0.5}])
 def test_training_loop_matches_the_reference_steps_batch_for_batch(options):
-    # fit's fast path (workspaces in column layout, one flat update, epoch-long logits, a last
-    # batch of 2) against the plain reference: loss_and_grads and sgd_step on fresh arrays.
+    # fit's fast path (train_step: the update inside the products, then axpy for momentum;
+    # workspaces, epoch-long logits, a last batch of 2) against the plain reference:
+    # loss_and_grads and sgd_step on fresh arrays.
     x, y = _tiny_problem(n=30)
     x, y = x.astype(np.float64), y
     cfg = TrainConfig(lr=0.3, batch_size=7, epochs=2, seed=11, dtype="float64", **options)
@@ -225,9 +229,50 @@ def test_packed_parameters_are_views_of_one_vector_weights_first():
     assert flat.vector.shape == (4 * 3 + 3 * 10 + 3 + 10,) and flat.n_weights == 4 * 3 + 3 * 10
     for key, value in params.items():
         assert np.array_equal(flat.params[key], value) and np.shares_memory(flat.params[key], flat.vector)
-    assert flat.params["W1"].flags.f_contiguous  # the order backward writes dW1 in
+    assert flat.params["W1"].flags.f_contiguous and flat.params["W2"].flags.f_contiguous  # as BLAS writes
     flat.vector[:flat.n_weights] = 0  # the weights, and nothing but the weights, come first
     assert not flat.params["W1"].any() and not flat.params["W2"].any() and flat.params["b2"].all()
+
+
+def test_backward_accumulates_into_given_arrays_as_blas_does():
+    rng = np.random.default_rng(6)
+    params = network.init_params(5, rng, "he", np.float64, n_in=7)
+    X, y = rng.uniform(size=(4, 7)), np.array([1, 0, 9, 4])
+    Y = network.one_hot(y, dtype=np.float64)
+    _, grads = network.loss_and_grads(params, X, y)
+    grads = {k: v.copy() for k, v in grads.items()}
+    flat = network.pack(params)
+    fwd = network.forward(flat.params, X)
+
+    target = network.pack({k: rng.uniform(size=v.shape) for k, v in params.items()})
+    before = {k: v.copy() for k, v in target.params.items()}
+    network.backward(flat.params, X, Y, fwd, alpha=-0.3, into=target.params, beta=0.5, beta_bias=2.0)
+    for key in params:
+        beta = 2.0 if key.startswith("b") else 0.5
+        np.testing.assert_allclose(target.params[key], beta * before[key] - 0.3 * grads[key], rtol=1e-12, err_msg=key)
+
+    # Into the parameters themselves: every parameter is read before any is written.
+    network.backward(flat.params, X, Y, fwd, alpha=-0.3, into=flat.params, beta=1.0)
+    for key in params:
+        np.testing.assert_allclose(flat.params[key], params[key] - 0.3 * grads[key], rtol=1e-12, err_msg=key)
+
+
+def test_backward_refuses_outputs_blas_would_silently_copy():
+    rng = np.random.default_rng(7)
+    params = network.init_params(3, rng, "he", np.float64, n_in=4)
+    X, Y = rng.uniform(size=(2, 4)), network.one_hot(np.array([1, 2]), dtype=np.float64)
+    c_ordered = {k: np.zeros(v.shape) for k, v in params.items()}  # row-major: BLAS would write a copy
+    with pytest.raises(ValueError, match="Fortran-contiguous"):
+        network.backward(params, X, Y, network.forward(params, X), into=c_ordered)
+
+
+def test_switch_interval_is_restored_even_when_training_fails():
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError):
+        with training.switch_interval(1e-3):
+            assert sys.getswitchinterval() == pytest.approx(1e-3)
+            raise RuntimeError("boom")
+    assert sys.getswitchinterval() == before
 
 
 @pytest.mark.parametrize("n, batch, chunk_rows", [(23, 5, 10), (20, 5, 10), (7, 10, 4), (9, 3, 1000)])

@@ -1,11 +1,15 @@
 """The network of shared/design/network.md: 784 -> H ReLU -> 10 softmax, cross-entropy, hand-written backprop.
 
-Layout: the data come with samples as ROWS (X is m x 784, as stored), but every product below
-is the note's, in its column-per-sample form (Z1 = W1^T X0 is H x m, with X0 = X^T): computed
-into (units x m) arrays and handed around as their (m x units) transposed views, in which the
-elementwise steps and the per-sample softmax read the same as in row form. Parameter shapes are
-exactly the note's: W1 (784, H), b1 (H,), W2 (H, 10), b2 (10,). Gradients come back in a dict
-with the same keys and shapes as the parameters.
+Layout: samples are ROWS here (X is m x 784, as stored), so every product of the note appears
+transposed (Z1 = X W1 is the note's (W1^T X0)^T); parameter shapes are exactly the note's:
+W1 (784, H), b1 (H,), W2 (H, 10), b2 (10,). Gradients come back in a dict with the same keys
+and shapes as the parameters.
+
+Every matrix product is one BLAS gemm (or gemv) call through scipy.linalg.blas: the routine
+np.dot calls, but with its accumulate form out <- beta out + alpha op(A) op(B) exposed, so a
+gradient can be scaled and added to the weights inside the product that computes it (see
+train_step). BLAS is Fortran-ordered: an `out` must be Fortran-contiguous (the workspace and
+pack() make theirs so), else the wrapper would silently write a copy; _into checks.
 
 Pure functions, no I/O. Every array keeps the parameters' dtype (float32 by default): scalars
 are Python floats or cast to that dtype, so NumPy 2 never promotes to float64 behind our back.
@@ -13,9 +17,11 @@ are Python floats or cast to that dtype, so NumPy 2 never promotes to float64 be
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
+from scipy.linalg import blas
 
 Params = dict[str, np.ndarray]  # keys W1, b1, W2, b2
 N_INPUTS = 784
@@ -47,20 +53,20 @@ def init_params(n_hidden: int, rng: np.random.Generator, scheme: str = "uniform"
 
 
 class Flat(NamedTuple):
-    """All parameters (or gradients) in one vector, with dict views into it.
+    """All parameters (or gradients, or velocities) in one vector, with dict views into it.
 
-    Layout: [W1 stored as (H, n_in), W2, b1, b2]. The weight matrices come first, so weight
-    decay touches vector[:n_weights] only, and a whole update step is one vector operation
-    instead of one per array.
+    Layout: [W1 stored as (H, n_in), W2 stored as (10, H), b1, b2], so that the (n_in, H) and
+    (H, 10) views are Fortran-contiguous, the order BLAS writes. The weight matrices come
+    first, so weight decay touches vector[:n_weights] only.
     """
 
     vector: np.ndarray
-    params: Params  # views into vector with the usual keys, shapes and memory orders
+    params: Params  # views into vector with the usual keys and shapes
     n_weights: int
 
 
 def pack(params: Params) -> Flat:
-    """Copy params into a fresh Flat. W1's view is Fortran-ordered (see Workspace)."""
+    """Copy params into a fresh Flat."""
     (n_in, hidden), n_out = params["W1"].shape, params["W2"].shape[1]
     sizes = {"W1": n_in * hidden, "W2": hidden * n_out, "b1": hidden, "b2": n_out}
     vector = np.empty(sum(sizes.values()), params["W1"].dtype)
@@ -69,10 +75,15 @@ def pack(params: Params) -> Flat:
         views[key] = vector[start:start + size]
         start += size
     views["W1"] = views["W1"].reshape(hidden, n_in).T
-    views["W2"] = views["W2"].reshape(hidden, n_out)
+    views["W2"] = views["W2"].reshape(n_out, hidden).T
     for key, view in views.items():
         view[...] = params[key]
     return Flat(vector, {k: views[k] for k in ("W1", "b1", "W2", "b2")}, sizes["W1"] + sizes["W2"])
+
+
+def zeros(params: Params) -> Flat:
+    """A Flat of zeros shaped like params: room for gradients or velocities."""
+    return pack({k: np.zeros_like(v) for k, v in params.items()})
 
 
 def one_hot(y: np.ndarray, n_classes: int = N_CLASSES, dtype: np.dtype | str = np.float32) -> np.ndarray:
@@ -80,27 +91,38 @@ def one_hot(y: np.ndarray, n_classes: int = N_CLASSES, dtype: np.dtype | str = n
     return np.eye(n_classes, dtype=dtype)[y]
 
 
+def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """`result` of a BLAS call given `out`, after checking that BLAS wrote into `out` itself."""
+    if out is not None and result is not out:
+        raise ValueError(f"BLAS output must be a Fortran-contiguous {result.dtype} array: got "
+                         f"{out.dtype}, Fortran-contiguous={out.flags.f_contiguous}")
+    return result
+
+
 class Workspace:
     """Preallocated arrays for forward and backward passes of exactly `batch` samples.
 
     Training reuses a workspace for every batch, so the hot loop allocates nothing. The arrays
     of a Forward and the gradients returned with a workspace are views into it, valid until the
-    next step. Hidden and output arrays are allocated in the note's column layout, (units, batch),
-    and used through their (batch, units) transposes. Measured against row layout on this CPU:
-    OpenBLAS computes the hidden layer's products about 30% faster at H=1024, and the softmax's
-    per-sample max and sum reduce across contiguous rows (2.5x faster). dW1 is written as its
-    transpose E1 X0^T into an (H, n_in) buffer, the order BLAS produces fastest, which is why W1
-    is kept in that order too.
+    next step. All are Fortran-ordered (m, units), as BLAS writes them: in memory that is the
+    note's (units x m) layout, one row per unit, which also suits OpenBLAS's hidden-layer
+    products best (30% faster than the transposed order at H=1024, measured).
     """
 
-    def __init__(self, params: Params, batch: int, grads: Flat | None = None) -> None:
+    def __init__(self, params: Params, batch: int) -> None:
         hidden, n_out, dtype = params["W2"].shape[0], params["W2"].shape[1], params["W1"].dtype
-        self.A1, self.E1 = np.empty((hidden, batch), dtype).T, np.empty((hidden, batch), dtype).T
-        self.active = np.empty((hidden, batch), bool).T
-        self.Z2, self.P, self.E2 = (np.empty((n_out, batch), dtype).T for _ in range(3))
+        self.params = params  # only for the gradient arrays' shapes
+        self.A1, self.E1 = np.empty((batch, hidden), dtype, "F"), np.empty((batch, hidden), dtype, "F")
+        self.active = np.empty((batch, hidden), bool, "F")
+        self.Z2, self.P, self.E2 = (np.empty((batch, n_out), dtype, "F") for _ in range(3))
         self.total = np.empty((batch, 1), dtype)
-        self.ones = np.ones(batch, dtype)  # bias gradients are row sums over the batch: E 1
-        self.grads = grads or pack({k: np.zeros_like(v) for k, v in params.items()})
+        self.ones = np.ones(batch, dtype)  # bias gradients are sums over the batch: E^T 1
+        self.gemm, self.gemv, self.axpy = blas.get_blas_funcs(("gemm", "gemv", "axpy"), dtype=dtype)
+
+    @functools.cached_property
+    def grads(self) -> Flat:
+        """Where backward writes gradients by default; made on first use (train_step needs none)."""
+        return zeros(self.params)
 
 
 class Forward(NamedTuple):
@@ -131,21 +153,21 @@ def forward(params: Params, X: np.ndarray, ws: Workspace | None = None,
             logits: np.ndarray | None = None, total: np.ndarray | None = None) -> Forward:
     """X (m, 784) -> cached activations (design steps 1-2).
 
-    The products go through np.dot, which costs about half a microsecond less per call than
-    np.matmul (7% of a step at H=10) but writes only C-ordered outputs: hence the column layout.
-    The shifted logits go to `logits` (m, 10) and the softmax sums to `total` (m, 1) when given
-    (training keeps them for the epoch's statistics), else into the workspace; without a
-    workspace, fresh arrays are allocated (only those a forward pass needs).
+    The shifted logits go to `logits` (m, 10, Fortran order) and the softmax sums to `total`
+    (m, 1) when given (training keeps them for the epoch's statistics), else into the
+    workspace; without a workspace, fresh arrays are allocated (only those a forward pass needs).
     """
     if ws is not None:
         logits = ws.Z2 if logits is None else logits
         total = ws.total if total is None else total
-    # Step 1: Z1 = W1^T X0 (H x m), then + b1 and ReLU through the (m x H) view, in place.
-    A1 = np.dot(params["W1"].T, X.T, out=None if ws is None else ws.A1.T).T
+    gemm = ws.gemm if ws is not None else blas.get_blas_funcs("gemm", dtype=params["W1"].dtype)
+    # Step 1: Z1 = X W1 (X.T is the C-ordered X as the Fortran array BLAS reads), + b1, ReLU in place.
+    A1 = _into(gemm(1.0, X.T, params["W1"], trans_a=1, c=None if ws is None else ws.A1, overwrite_c=1),
+               None if ws is None else ws.A1)
     A1 += params["b1"]
-    np.maximum(A1, 0, out=A1)  # ReLU in place: Z1 becomes X1, the note's hidden output
-    # Step 2: Z2 = W2^T X1 (10 x m), + b2.
-    Z2 = np.dot(params["W2"].T, A1.T, out=None if logits is None else logits.T).T
+    np.maximum(A1, 0, out=A1)  # Z1 becomes X1, the note's hidden output
+    # Step 2: Z2 = X1 W2 + b2, then the softmax.
+    Z2 = _into(gemm(1.0, A1, params["W2"], c=logits, overwrite_c=1), logits)
     Z2 += params["b2"]
     P, shifted, sums = softmax(Z2, out=None if ws is None else ws.P, total=total)
     return Forward(A1, P, shifted, sums)
@@ -161,32 +183,37 @@ def cross_entropy(fwd: Forward, y: np.ndarray) -> float:
     return -float(np.mean(log_likelihoods(fwd, y)))
 
 
-def backward(params: Params, X: np.ndarray, Y: np.ndarray, fwd: Forward, scale: float = 1.0,
-             ws: Workspace | None = None) -> Params:
-    """Gradients of the mean cross-entropy with respect to every parameter (design steps 3-6),
-    multiplied by `scale`. Training passes scale=lr: scaling the small (m, 10) error once is
-    cheaper than scaling every gradient afterwards. Y is the one-hot labels as rows (m, 10).
+def backward(params: Params, X: np.ndarray, Y: np.ndarray, fwd: Forward, ws: Workspace | None = None,
+             alpha: float = 1.0, into: Params | None = None, beta: float = 0.0,
+             beta_bias: float | None = None) -> Params:
+    """Gradients of the batch's mean cross-entropy (design steps 3-6), accumulated as BLAS does:
+    into[k] <- beta * into[k] + alpha * dL/dk for each parameter k (beta_bias, default beta, for
+    the biases). Returns `into`: by default the workspace's gradient arrays with alpha 1, beta 0,
+    i.e. the gradients themselves. Y is the one-hot labels as rows (m, 10).
+
+    `into` may be `params` itself (every parameter is read before any is written): that is how
+    train_step updates the weights inside the products. Its arrays must be pack()'s views.
     """
     m = X.shape[0]
     ws = ws or Workspace(params, m)
-    g = ws.grads.params
+    into = ws.grads.params if into is None else into
+    beta_bias = beta if beta_bias is None else beta_bias
+    scale = alpha / m  # the 1/m of the batch mean, folded into the products' alpha
     # Step 3: for softmax followed by cross-entropy, dL/dZ2 = P - Y; no softmax Jacobian needed.
-    # (E2 is the (m x 10) view; E2.T is the note's 10 x m E2.)
-    # The 1/m of the batch mean (and the scale) are folded in here once instead of in each gradient.
+    # (E2 is (m x 10); E2.T is the note's 10 x m E2.)
     E2 = np.subtract(fwd.P, Y, out=ws.E2)
-    E2 *= E2.dtype.type(scale / m)
-    # Step 4: dW2 = X1 E2^T (H x 10); db2 = the row sums of E2 (over the batch only), as E2 1:
-    # a product with ones is 4x faster than a sum over the batch axis at H=1024.
-    np.dot(fwd.A1.T, E2, out=g["W2"])
-    np.dot(E2.T, ws.ones, out=g["b2"])
-    # Step 5: E1 = (W2 E2) * [Z1 > 0] (H x m); the mask through the (m x H) views.
-    E1 = np.dot(params["W2"], E2.T, out=ws.E1.T).T
+    # Step 5 before 4, as W2 must be read before `into` may change it:
+    # E1 = E2 W2^T * [Z1 > 0] (m x H), the transpose of the note's (W2 E2) * [Z1 > 0].
+    E1 = _into(ws.gemm(1.0, E2, params["W2"], trans_b=1, c=ws.E1, overwrite_c=1), ws.E1)
     E1 *= np.greater(fwd.A1, 0, out=ws.active)
-    # Step 6: dW1 = X0 E1^T (784 x H), computed as its transpose E1 X0^T into W1's order (see
-    # Workspace). np.matmul, not np.dot: for this product np.dot is 25% slower at H=1024.
-    np.matmul(E1.T, X, out=g["W1"].T)
-    np.dot(E1.T, ws.ones, out=g["b1"])
-    return g
+    # Step 4: dW2 = X1^T E2 (H x 10); db2 = E2^T 1, the sums over the batch: a product with
+    # ones is 4x faster than a sum over the batch axis at H=1024.
+    _into(ws.gemm(scale, fwd.A1, E2, beta=beta, c=into["W2"], trans_a=1, overwrite_c=1), into["W2"])
+    _into(ws.gemv(scale, E2, ws.ones, beta=beta_bias, y=into["b2"], trans=1, overwrite_y=1), into["b2"])
+    # Step 6: dW1 = X^T E1 (784 x H); db1 = E1^T 1.
+    _into(ws.gemm(scale, X.T, E1, beta=beta, c=into["W1"], overwrite_c=1), into["W1"])
+    _into(ws.gemv(scale, E1, ws.ones, beta=beta_bias, y=into["b1"], trans=1, overwrite_y=1), into["b1"])
+    return into
 
 
 def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[float, Params]:
@@ -208,8 +235,9 @@ def sgd_step(params: Params, grads: Params, lr: float, momentum: float = 0.0, we
              velocity: Params | None = None) -> None:
     """w <- w - lr * (dw + weight_decay * w) for each array, in place; `grads` is overwritten.
 
-    L2 weight decay is the derivative of (weight_decay/2)*||W||^2 and applies to the weight
-    matrices only, not the biases. `velocity` (zeros shaped like params) adds momentum.
+    The reference form of step 7 (train_step does the same inside the products). L2 weight
+    decay is the derivative of (weight_decay/2)*||W||^2 and applies to the weight matrices
+    only, not the biases. `velocity` (zeros shaped like params) adds momentum.
     """
     for key, step in grads.items():
         w = params[key]
@@ -219,15 +247,29 @@ def sgd_step(params: Params, grads: Params, lr: float, momentum: float = 0.0, we
         update(w, step, momentum, None if velocity is None else velocity[key])
 
 
-def apply_steps(params: Flat, steps: Flat, momentum: float = 0.0, decay: float = 0.0,
-                velocity: np.ndarray | None = None) -> None:
-    """sgd_step on whole Flat vectors, with steps = lr * gradients (as backward(scale=lr) returns
-    them) and decay = lr * weight_decay; `steps` is overwritten. `velocity` is shaped like params.vector.
+def train_step(flat: Flat, X: np.ndarray, Y: np.ndarray, ws: Workspace, lr: float, momentum: float = 0.0,
+               decay: float = 0.0, velocity: Flat | None = None, logits: np.ndarray | None = None,
+               total: np.ndarray | None = None) -> Forward:
+    """One step of gradient descent on a batch (design steps 1-7), in place on the packed
+    parameters; decay = lr * weight_decay. Returns the batch's forward pass.
+
+    Same update as sgd_step, without writing a gradient array: without momentum,
+    w <- (1 - decay) w - lr dw is the products' own accumulate (beta = 1 - decay); with
+    momentum, v <- momentum v - lr dw is, and v <- v - decay w, w <- w + v follow as BLAS axpy
+    calls over whole vectors, which OpenBLAS spreads over its threads.
     """
-    w, step = params.vector, steps.vector
-    if decay:
-        step[:params.n_weights] += w.dtype.type(decay) * w[:params.n_weights]
-    update(w, step, momentum, velocity)
+    params = flat.params
+    fwd = forward(params, X, ws, logits, total)
+    if velocity is None:
+        backward(params, X, Y, fwd, ws, alpha=-lr, into=params, beta=1.0 - decay, beta_bias=1.0)
+    else:
+        backward(params, X, Y, fwd, ws, alpha=-lr, into=velocity.params, beta=momentum)
+        w, v = flat.vector, velocity.vector
+        if decay:
+            v_weights = v[:flat.n_weights]
+            _into(ws.axpy(w[:flat.n_weights], v_weights, a=-decay), v_weights)
+        _into(ws.axpy(v, w), w)
+    return fwd
 
 
 def loss_and_accuracy(params: Params, X: np.ndarray, y: np.ndarray, chunk: int = 10_000) -> tuple[float, float, np.ndarray]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import scipy
 from mlflow.models import infer_signature
 
 from . import data, network, weights
@@ -56,4 +57,5 @@ def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None
             # Ship the package with the model so it loads wherever MLflow runs it, and name the
             # requirements instead of letting MLflow infer them (slow, and it imports everything).
             code_paths=[str(Path(__file__).parent)],
-            pip_requirements=[f"numpy=={np.__version__}", f"pandas=={pd.__version__}", f"mlflow=={mlflow.__version__}"])
+            pip_requirements=[f"numpy=={np.__version__}", f"scipy=={scipy.__version__}", f"pandas=={pd.__version__}",
+                              f"mlflow=={mlflow.__version__}"])

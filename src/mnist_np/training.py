@@ -6,6 +6,8 @@ No I/O and no tracking here: the caller gets each epoch's numbers through `on_ep
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,7 @@ class EpochOutputs:
     """Where every batch's forward pass leaves its shifted logits and softmax sums for a whole epoch.
 
     Batch k (samples start..start+m of the epoch's order) gets views shaped as the workspace's:
-    logits (m, 10) in column order, sums (m, 1). The epoch's training loss and accuracy then come
+    logits (m, 10) in Fortran order, sums (m, 1). The epoch's training loss and accuracy then come
     from one pass over them at the end, instead of a handful of small NumPy calls per batch.
     """
 
@@ -89,19 +91,37 @@ def shuffled_batches(arrays: tuple[np.ndarray, ...], order: np.ndarray, batch: i
                 yield tuple(buffer[i:min(i + batch, filled)] for buffer in current)
 
 
-SINGLE_BLAS_THREAD_BELOW = 512  # hidden units; measured, see blas_threads
+@contextlib.contextmanager
+def switch_interval(seconds: float = 1e-3) -> Iterator[None]:
+    """Let waiting threads take the GIL after `seconds` instead of Python's default 5 ms.
 
-
-def blas_threads(hidden: int) -> int | None:
-    """BLAS threads for training a network with `hidden` units: 1 below 512, else all (None).
-
-    A small network's products are too small to share between cores (OpenBLAS runs them on
-    one thread anyway), and idle BLAS threads spin on the other core; with one BLAS thread that
-    core gathers the next batches instead (see shuffled_batches). Measured on 2 cores, 3 epochs:
-    one thread is 10-20% faster at 10, 64 and 256 hidden units, two are 20-35% faster at 512
-    and 1024.
+    The BLAS wrappers (scipy.linalg.blas) keep the GIL while they compute, so the thread that
+    gathers the next batches (shuffled_batches) would otherwise wait up to 5 ms each time it
+    needs the GIL, and fall behind: at hidden 10 that made an epoch 40% slower. 1 ms lets it in
+    between two products (measured: 0.5 and 0.1 ms gain nothing more).
     """
-    return 1 if hidden < SINGLE_BLAS_THREAD_BELOW else None
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+SINGLE_BLAS_THREAD_BELOW = 128 * 128  # hidden units x batch size; measured, see blas_threads
+
+
+def blas_threads(hidden: int, batch: int) -> int | None:
+    """BLAS threads for training `hidden` units on batches of `batch`: 1 for small products, else all (None).
+
+    The big products of a step are (batch x 784) by (784 x hidden), so their size goes with
+    hidden x batch. Small ones gain nothing from a second core, and idle BLAS threads spin on
+    it; with one BLAS thread that core gathers the next batches instead (see shuffled_batches).
+    Measured on 2 cores (2 epochs, two threads against one): 7-12% slower at hidden x batch
+    64 x 32, 128 x 32 and 64 x 128, even at 256 x 32, 11-26% faster at 128 x 128, 256 x 128
+    and 512 x 128.
+    """
+    return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else None
 
 
 def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
@@ -120,18 +140,16 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.n
     init_rng, order_rng = np.random.default_rng(train.seed).spawn(2)
     flat = network.pack(network.init_params(model.hidden_size, init_rng, model.init, dtype, n_in=x.shape[1]))
     params = flat.params
-    velocity = np.zeros_like(flat.vector) if train.momentum else None
+    velocity = network.zeros(params) if train.momentum else None
     n, history = len(x), []
     one_hot = network.one_hot(y, network.N_CLASSES, dtype)
     outputs = EpochOutputs(n, train.batch_size, network.N_CLASSES, dtype)
-    # One workspace for full batches and one for a shorter last batch, sharing one gradient vector.
-    workspaces = {train.batch_size: network.Workspace(params, train.batch_size)}
-    grads = workspaces[train.batch_size].grads
-    if n % train.batch_size:
-        workspaces[n % train.batch_size] = network.Workspace(params, n % train.batch_size, grads)
+    # One workspace for full batches and one for a shorter last batch.
+    workspaces = {m: network.Workspace(params, m) for m in {train.batch_size, n % train.batch_size} if m}
     best: tuple[float, network.Params, int] | None = None  # (val accuracy, weights, epoch)
 
-    with threadpool_limits(limits=blas_threads(model.hidden_size), user_api="blas"):
+    with threadpool_limits(limits=blas_threads(model.hidden_size, train.batch_size), user_api="blas"), \
+            switch_interval():
         for epoch in range(1, train.epochs + 1):
             start = time.perf_counter()
             lr = train.lr * train.lr_decay ** (epoch - 1)
@@ -141,10 +159,8 @@ def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.n
                            desc=f"epoch {epoch}/{train.epochs}", unit="batch", disable=not progress, leave=False,
                            mininterval=1.0)
             for (xb, Yb), (logits, total) in zip(batches, outputs.views):
-                ws = workspaces[len(xb)]
-                fwd = network.forward(params, xb, ws, logits, total)
-                network.backward(params, xb, Yb, fwd, scale=lr, ws=ws)
-                network.apply_steps(flat, grads, train.momentum, decay, velocity)
+                network.train_step(flat, xb, Yb, workspaces[len(xb)], lr, train.momentum, decay, velocity,
+                                   logits, total)
             seconds = time.perf_counter() - start
 
             if not np.isfinite(flat.vector).all():
