@@ -1,6 +1,7 @@
-"""Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps."""
+"""Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps, also when a stage fails."""
 
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_np import tracking
@@ -51,3 +52,17 @@ def test_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_path):
     assert tracking.git_tags(tmp_path) == {"git_commit": head, "git_dirty": "false"}
     (tmp_path / "a.txt").write_text("two")
     assert tracking.git_tags(tmp_path) == {"git_commit": head, "git_dirty": "true"}
+
+
+def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mnist, tmp_path):
+    from mnist_np import data, stages
+
+    mirror, cfg = tiny_mnist
+    processed = tmp_path / "processed"
+    data.save(processed, *data.prepare(mirror, cfg.data))
+    (processed / data.STATS_FILE).unlink()  # logging the served model needs it: fails after training
+    experiment = tracking.setup("fails-late")
+    with pytest.raises(Exception), mlflow.start_run(experiment_id=experiment) as run:
+        stages.train(cfg, processed, tmp_path / "model.npz", tmp_path / "training.csv", progress=False)
+    assert [step for step, _ in history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"

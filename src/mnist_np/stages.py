@@ -60,15 +60,18 @@ def train(cfg: Config, processed_dir: str | Path, weights_path: str | Path, hist
     try:
         params, history = training.fit(train_split.x, train_split.y, val_split.x, val_split.y,
                                        cfg.model, cfg.train, on_epoch=on_epoch, progress=progress)
+        weights.save(weights_path, params)
+        frame = pd.DataFrame([dataclasses.asdict(s) for s in history])
+        with atomic_path(history_path) as tmp:
+            frame.to_csv(tmp, index=False)
+        mlflow.log_artifact(str(weights_path), artifact_path="weights")
+        serving.log_model(Path(weights_path), processed_dir / data.STATS_FILE, val_split.x[:1])
+        # The run's totals go out with the last epochs' metrics, in one write after the model:
+        # log_model copies every metric already logged at its step (0) onto the model, one query
+        # per metric name (5% of MLflow's time in a default run, benchmarks/speed.py).
+        epoch_metrics.log({"train_seconds": sum(s.seconds for s in history), "epochs_run": len(history)}, step=0)
     finally:
-        epoch_metrics.flush()  # the epochs before a failure are kept too
-    mlflow.log_metrics({"train_seconds": sum(s.seconds for s in history), "epochs_run": len(history)})
-    weights.save(weights_path, params)
-    frame = pd.DataFrame([dataclasses.asdict(s) for s in history])
-    with atomic_path(history_path) as tmp:
-        frame.to_csv(tmp, index=False)
-    mlflow.log_artifact(str(weights_path), artifact_path="weights")
-    serving.log_model(Path(weights_path), processed_dir / data.STATS_FILE, val_split.x[:1])
+        epoch_metrics.flush()  # also when training or logging fails: no epoch is lost
     # No learning-curve figure and no copy of the history CSV here: the per-epoch metrics are in
     # the run already, and the MLflow UI charts them itself (several runs on one chart). The two
     # cost 4% of a default run (benchmarks/speed.py).

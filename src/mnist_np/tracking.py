@@ -104,7 +104,8 @@ def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> di
 
 
 class EpochMetrics:
-    """Per-epoch metrics for the active run, sent in batches at most every `interval_s` seconds.
+    """Per-epoch metrics (and the run's totals, at step 0) for the active run, sent in batches
+    at most every `interval_s` seconds.
 
     One write to the SQLite store costs about 7 ms, several percent of a default epoch; one batch per
     interval keeps logging far below that while the MLflow UI still follows a long run.
