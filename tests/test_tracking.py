@@ -1,4 +1,5 @@
-"""Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps, also when a stage fails."""
+"""Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps,
+also when a stage fails after training; git tags."""
 
 import mlflow
 import pytest
