@@ -1,10 +1,13 @@
 """The normalize step on tiny generated IDX files: split, scaling, statistics, errors."""
 
+import json
+
 import numpy as np
 import pytest
 
-from mnist_np import data
+from mnist_np import data, stages
 from mnist_np.errors import DataError
+from mnist_np.files import sha256_file
 from mnist_np.idx import write_idx
 
 from conftest import tiny_config, write_tiny_mnist
@@ -51,8 +54,27 @@ def test_save_and_load_round_trip_without_pickle(tiny_mnist, tmp_path):
     data.save(tmp_path / "processed", splits, stats)
     back = data.load(tmp_path / "processed", "val")
     assert np.array_equal(back.x, splits["val"].x) and np.array_equal(back.y, splits["val"].y)
-    assert data.load_stats(tmp_path / "processed") == stats
+    saved = data.load_stats(tmp_path / "processed")
+    assert {k: v for k, v in saved.items() if k != "processed_sha256"} == stats
+    assert saved["processed_sha256"] == {f"{name}.npz": sha256_file(tmp_path / "processed" / f"{name}.npz")
+                                         for name in ("train", "val", "test")}
     assert sorted(p.name for p in (tmp_path / "processed").iterdir()) == ["stats.json", "test.npz", "train.npz", "val.npz"]
+
+
+def test_runs_tag_their_data_with_the_checksums_normalize_recorded(tiny_mnist, tmp_path):
+    raw_dir, cfg = tiny_mnist
+    processed = tmp_path / "processed"
+    data.save(processed, *data.prepare(raw_dir, cfg.data))
+    sums = stages.data_checksums(processed)
+    assert sums["train.npz"] == sha256_file(processed / "train.npz")
+    assert sums["val.npz"] == sha256_file(processed / "val.npz")
+    assert sums[cfg.data.files.train_images.name] == cfg.data.files.train_images.sha256
+    # Data prepared before the checksums were recorded: a clear error naming the fix.
+    stats = data.load_stats(processed)
+    del stats["processed_sha256"]
+    (processed / data.STATS_FILE).write_text(json.dumps(stats))
+    with pytest.raises(DataError, match="dvc repro normalize"):
+        stages.data_checksums(processed)
 
 
 def test_val_size_larger_than_the_data_is_rejected(tiny_mnist):
