@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast params results lock clean
+.PHONY: setup run test test-fast lint format params results lock clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,15 @@ test: setup
 # Unit and integration tests only (seconds).
 test-fast: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+
+# Lint and formatting (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # Recompose params.yaml from conf/ after editing conf/ (dvc exp run does this by itself).
 # Overrides go in ARGS, e.g. make params ARGS=+experiment=best

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -34,19 +35,33 @@ import yaml
 from scipy.linalg import blas
 from threadpoolctl import threadpool_info, threadpool_limits
 
-REPO = Path(__file__).resolve().parents[1]
+from mnist_np import config
+from mnist_np.data import splits
+from mnist_np.training import loop
 
-from mnist_np import config, data, training
-from mnist_np.config import ModelConfig, TrainConfig
+REPO = Path(__file__).resolve().parents[1]
 
 CASES = [(10, 32), (1024, 128)]  # (hidden size, batch size)
 TARGETS = {(10, 32): 0.15, (1024, 128): 0.9}
 
 
 def ours_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
-    _, history = training.fit(x, y, x[:10], y[:10], ModelConfig(hidden_size=hidden, init="he"),
-                              TrainConfig(lr=0.05, batch_size=batch, epochs=epochs, seed=seed), progress=False)
-    return [s.seconds for s in history]
+    cfg = config.load_params(REPO / "params.yaml")  # the defaults, with the benchmark's changes
+    model = dataclasses.replace(cfg.model, hidden_size=hidden, init="he")
+    train = dataclasses.replace(
+        cfg.train,
+        lr=0.05,
+        batch_size=batch,
+        epochs=epochs,
+        seed=seed,
+        lr_decay=1.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        early_stopping=0,
+        dtype="float32",
+    )
+    fit = loop.fit(x, y, x[:10], y[:10], model, train, progress=False)
+    return [s.seconds for s in fit.history]
 
 
 def torch_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
@@ -64,7 +79,7 @@ def torch_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
         xs, ys = X[order], Y[order]
         for i in range(0, len(X), batch):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xs[i:i + batch]), ys[i:i + batch])
+            loss = loss_fn(model(xs[i : i + batch]), ys[i : i + batch])
             loss.backward()
             optimizer.step()
         times.append(time.perf_counter() - start)
@@ -92,7 +107,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     gemm, a = blas.get_blas_funcs("gemm", dtype=np.float32), np.ones((n, n), np.float32, order="F")
     gemm(1.0, a, a)
     best = min(_timed(lambda: gemm(1.0, a, a)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -119,14 +134,26 @@ def train_stage_peak_rss_mb(hidden: int, tracking_uri: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "params.yaml"
         path.write_text(yaml.safe_dump(params))
-        child = subprocess.Popen([sys.executable, str(REPO / "pipelines" / "train.py"), "--params", str(path),
-                                  "--models", str(Path(tmp) / "models"), "--reports", str(Path(tmp) / "reports")],
-                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "pipelines" / "train.py"),
+                "--params",
+                str(path),
+                "--models",
+                str(Path(tmp) / "models"),
+                "--reports",
+                str(Path(tmp) / "reports"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+        )
         status = Path(f"/proc/{child.pid}/status")
         while child.poll() is None:
             try:
-                line = next(l for l in status.read_text().splitlines() if l.startswith("VmHWM:"))
+                line = next(row for row in status.read_text().splitlines() if row.startswith("VmHWM:"))
                 peak_kb = max(peak_kb, int(line.split()[1]))
             except (OSError, StopIteration):
                 pass
@@ -155,6 +182,7 @@ def timed_calls(targets: list[tuple[object, str]]):
                 depth[0] -= 1
                 if depth[0] == 0:
                     spent[0] += time.perf_counter() - start
+
         return timed
 
     for owner, name, fn in originals:
@@ -180,33 +208,50 @@ def mlflow_overhead(tracking_uri: str, repeats: int) -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from mnist_np import stages, tracking
+    from mnist_np.experiments import stages
+    from mnist_np.tracking import runs, store
 
     cfg = config.load_params(REPO / "params.yaml")
     processed = REPO / "data" / "processed"
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    experiment = tracking.setup("benchmark")
-    calls = [(mlflow, "start_run"), (mlflow, "end_run"), (mlflow, "log_params"), (mlflow, "log_metrics"),
-             (mlflow, "log_artifact"), (mlflow.pyfunc, "log_model"), (MlflowClient, "log_batch"),
-             (tracking, "run_tags"), (stages, "data_checksums")]
+    experiment = store.setup("benchmark")
+    calls = [
+        (mlflow, "start_run"),
+        (mlflow, "end_run"),
+        (mlflow, "log_params"),
+        (mlflow, "log_metrics"),
+        (mlflow, "log_artifact"),
+        (mlflow.pyfunc, "log_model"),
+        (MlflowClient, "log_batch"),
+        (runs, "run_tags"),
+        (stages, "data_checksums"),
+    ]
     spent_s, fractions = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp, timed_calls(calls) as spent:
             start = time.perf_counter()
-            tags = tracking.run_tags(REPO, stages.data_checksums(processed), "benchmark")
+            tags = runs.run_tags(REPO, stages.data_checksums(processed), "benchmark")
             mlflow.start_run(experiment_id=experiment, tags=tags)
-            stages.train(cfg, processed, Path(tmp) / "model.npz", Path(tmp) / "training.csv", progress=False)
+            stages.train(cfg, processed, Path(tmp), Path(tmp) / "training.csv", progress=False)
             mlflow.end_run()
             total = time.perf_counter() - start
         spent_s.append(spent[0])
         fractions.append(spent[0] / (total - spent[0]))
-    imported = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import mlflow; "
-                               "print(time.perf_counter() - t)"], capture_output=True, text=True, check=True)
-    return {"config": "default (params.yaml)", "repeats": repeats, "target_fraction": 0.05,
-            "fraction": round(statistics.median(fractions), 4),
-            "mlflow_calls_s": round(statistics.median(spent_s), 3),
-            "first_run_extra_s": round(spent_s[0] - statistics.median(spent_s), 3),
-            "import_mlflow_s": round(float(imported.stdout), 2)}
+    imported = subprocess.run(
+        [sys.executable, "-c", "import time; t = time.perf_counter(); import mlflow; print(time.perf_counter() - t)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        "config": "default (params.yaml)",
+        "repeats": repeats,
+        "target_fraction": 0.05,
+        "fraction": round(statistics.median(fractions), 4),
+        "mlflow_calls_s": round(statistics.median(spent_s), 3),
+        "first_run_extra_s": round(spent_s[0] - statistics.median(spent_s), 3),
+        "import_mlflow_s": round(float(imported.stdout), 2),
+    }
 
 
 def main() -> None:
@@ -219,20 +264,32 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    train = data.load(REPO / "data" / "processed", "train")
-    result = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-              "numpy": np.__version__, "torch": torch.__version__,
-              "blas": [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()],
-              "repeats": args.repeats, "epochs_per_run": args.epochs, "cases": []}
+    train = splits.load(REPO / "data" / "processed", "train")
+    result = {
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "blas": [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()],
+        "repeats": args.repeats,
+        "epochs_per_run": args.epochs,
+        "cases": [],
+    }
     with threadpool_limits(limits=args.threads):
         peak = matmul_gflops()
         result["matmul_float32_gflops"] = round(peak, 1)
         for hidden, batch in CASES:
             ours, theirs, ratio = compare(train.x, train.y, hidden, batch, args.epochs, args.repeats)
-            case = {"hidden": hidden, "batch": batch, "numpy_s_per_epoch": round(ours, 3),
-                    "torch_s_per_epoch": round(theirs, 3), "ratio_numpy_over_torch": round(ratio, 3),
-                    "target_ratio": TARGETS[(hidden, batch)],
-                    "numpy_fraction_of_matmul_peak": round(training_gflop_per_epoch(len(train.x), hidden) / ours / peak, 3)}
+            case = {
+                "hidden": hidden,
+                "batch": batch,
+                "numpy_s_per_epoch": round(ours, 3),
+                "torch_s_per_epoch": round(theirs, 3),
+                "ratio_numpy_over_torch": round(ratio, 3),
+                "target_ratio": TARGETS[(hidden, batch)],
+                "numpy_fraction_of_matmul_peak": round(training_gflop_per_epoch(len(train.x), hidden) / ours / peak, 3),
+            }
             result["cases"].append(case)
             print(json.dumps(case), file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:

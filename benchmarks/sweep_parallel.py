@@ -40,10 +40,15 @@ def main() -> None:
         tmp = Path(tmp)
         sequential = timed_sweep([], tmp / "seq.db", tmp / "seq")
         parallel = timed_sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp / "par.db", tmp / "par")
-    result = {"benchmark": "27-job grid, 1 epoch each, real MNIST", "jobs": 27, "cpus": os.cpu_count(),
-              "machine": platform.processor() or platform.machine(),
-              "sequential_s": round(sequential, 2), "joblib_2_workers_s": round(parallel, 2),
-              "ratio_parallel_over_sequential": round(parallel / sequential, 3)}
+    result = {
+        "benchmark": "27-job grid, 1 epoch each, real MNIST",
+        "jobs": 27,
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "sequential_s": round(sequential, 2),
+        "joblib_2_workers_s": round(parallel, 2),
+        "ratio_parallel_over_sequential": round(parallel / sequential, 3),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

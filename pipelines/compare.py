@@ -1,8 +1,8 @@
 """Compare MLflow runs: a table (pandas) of the swept parameters and metrics, plus figures.
 
-    python pipelines/compare.py                         # every run, best validation accuracy first
-    python pipelines/compare.py --sweep latest --top 5  # the newest Hydra sweep's children
-    python pipelines/compare.py --sort test_loss --csv runs.csv --markdown runs.md
+python pipelines/compare.py                         # every run, best validation accuracy first
+python pipelines/compare.py --sweep latest --top 5  # the newest Hydra sweep's children
+python pipelines/compare.py --sort test_loss --csv runs.csv --markdown runs.md
 """
 
 import argparse
@@ -11,25 +11,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from mnist_np import cli, compare, tracking
+from mnist_np import cli
+from mnist_np.experiments import compare
+from mnist_np.tracking import store
 
 log = logging.getLogger("compare")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="mnist", help="MLflow experiment name (default: mnist)")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: tracking.experiment in params.yaml)")
     parser.add_argument("--sweep", help="a sweep's parent run id, or 'latest'")
     parser.add_argument("--top", type=int, help="show only the best N runs")
     parser.add_argument("--sort", default="val_accuracy", help="metric or parameter to sort by (default: val_accuracy)")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown")
-    parser.add_argument("--plots", type=Path, default=Path("comparison"), help="figure directory (default: comparison/)")
+    parser.add_argument(
+        "--plots", type=Path, default=Path("comparison"), help="figure directory (default: comparison/)"
+    )
     parser.add_argument("--no-plots", action="store_true", help="print the table only")
     args = parser.parse_args()
 
-    tracking.use_store()
-    table = compare.runs_table(args.experiment, args.sweep, args.top, args.sort)
+    store.use_store()
+    table = compare.runs_table(args.experiment or store.project_experiment(), args.sweep, args.top, args.sort)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         print(table.drop(columns=["start_time"]).to_string(index=False))
     if args.csv:

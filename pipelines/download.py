@@ -3,7 +3,8 @@
 Set MNIST_MIRROR to a directory or base URL to try it before the configured mirrors.
 """
 
-from mnist_np import cli, config, download
+from mnist_np import cli, config
+from mnist_np.data import download
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 import logging
 
-from mnist_np import cli, config, data
+from mnist_np import cli, config
+from mnist_np.data import splits
 
 log = logging.getLogger("normalize")
 
@@ -10,8 +11,8 @@ log = logging.getLogger("normalize")
 def main() -> None:
     args = cli.stage_args(__doc__, raw="data/raw", out="data/processed")
     cfg = config.load_params(args.params)
-    splits, stats = data.prepare(args.raw, cfg.data)
-    data.save(args.out, splits, stats)
+    prepared, stats = splits.prepare(args.raw, cfg.data)
+    splits.save(args.out, prepared, stats)
     log.info("wrote %s (sizes %s, mean %.4f, std %.4f)", args.out, stats["sizes"], stats["mean"], stats["std"])
 
 

@@ -3,7 +3,7 @@
 Also installed as the console script `mnist-predict`.
 """
 
-from mnist_np.predict import main
+from mnist_np.serving.predict import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ Needs the prepared data: run `dvc repro normalize` first. Outputs go under multi
 import hydra
 from omegaconf import DictConfig
 
-from mnist_np import sweep
+from mnist_np.experiments import sweep
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -2,19 +2,26 @@
 
 import pytest
 
-from mnist_np import config, data, network, training
-
-from conftest import REPO
+from helpers import project_config
+from mnist_np.data import splits
+from mnist_np.training import loop, metrics
 
 pytestmark = pytest.mark.slow
 
 
 def train_and_test(mnist_mirror, overrides):
-    cfg = config.validate(config.compose(REPO / "conf", overrides))
-    splits, _ = data.prepare(mnist_mirror, cfg.data)
-    params, history = training.fit(splits["train"].x, splits["train"].y, splits["val"].x, splits["val"].y,
-                                   cfg.model, cfg.train, progress=False)
-    return cfg, history, network.loss_and_accuracy(params, splits["test"].x, splits["test"].y)[1]
+    cfg = project_config(*overrides)
+    prepared, _ = splits.prepare(mnist_mirror, cfg.data)
+    fit = loop.fit(
+        prepared["train"].x,
+        prepared["train"].y,
+        prepared["val"].x,
+        prepared["val"].y,
+        cfg.model,
+        cfg.train,
+        progress=False,
+    )
+    return cfg, fit.history, metrics.evaluate(fit.params, prepared["test"].x, prepared["test"].y)[1]
 
 
 def test_default_config_reaches_93_percent_on_the_test_set(mnist_mirror):

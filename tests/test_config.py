@@ -5,10 +5,9 @@ import dataclasses
 import pytest
 import yaml
 
+from helpers import REPO, composed, project_config
 from mnist_np import config
 from mnist_np.errors import ConfigError
-
-from conftest import REPO
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -17,52 +16,60 @@ def test_params_yaml_is_the_composition_of_conf():
     assert committed == composed, "params.yaml is stale: run `make params` after editing conf/"
 
 
-def test_schema_defaults_mirror_conf():
-    cfg = config.validate(config.compose(REPO / "conf"))
-    assert cfg.model == config.ModelConfig()
-    assert cfg.train == config.TrainConfig()
-    assert cfg.tracking == config.TrackingConfig()
-    assert (cfg.data.val_size, cfg.data.standardize) == (5000, False)
+def test_the_schema_holds_no_defaults_of_its_own():
+    # conf/ is the one place for values: a key missing from a composition is an error, not a default.
+    raw = composed()
+    del raw["train"]["lr"]
+    with pytest.raises(ConfigError, match=r"train\.lr.*[Mm]issing"):
+        config.validate(raw)
+    assert all(
+        f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        for cls in (config.DataConfig, config.ModelConfig, config.TrainConfig, config.TrackingConfig)
+        for f in dataclasses.fields(cls)
+    )
 
 
 def test_design_defaults():
-    cfg = config.validate(config.compose(REPO / "conf"))
+    cfg = project_config()
     assert cfg.model.hidden_size == 10 and cfg.model.init == "uniform" and cfg.train.dtype == "float32"
 
 
 def test_overrides_compose_and_flatten_to_dotted_names():
-    cfg = config.validate(config.compose(REPO / "conf", ["model.hidden_size=32", "train.lr=0.05"]))
+    cfg = project_config("model.hidden_size=32", "train.lr=0.05")
     flat = config.flatten(cfg)
     assert flat["model.hidden_size"] == 32 and flat["train.lr"] == 0.05
     assert flat["data.files.train_images.name"] == "train-images-idx3-ubyte.gz"
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.lr=0", "train.lr"),
-    ("train.lr=-0.1", "train.lr"),
-    ("train.batch_size=0", "train.batch_size"),
-    ("model.hidden_size=0", "model.hidden_size"),
-    ("train.epochs=0", "train.epochs"),
-    ("data.val_size=0", "data.val_size"),
-    ("model.init=zeros", "model.init"),
-    ("train.dtype=float16", "train.dtype"),
-    ("train.lr=fast", "train.lr"),
-    ("train.batch_size=2.5", "train.batch_size"),
-    ("+train.nesterov=true", "train.nesterov"),
-    ("train.momentum=1", "train.momentum"),
-    ("train.lr_decay=0", "train.lr_decay"),
-    ("train.weight_decay=-1", "train.weight_decay"),
-    ("train.early_stopping=-1", "train.early_stopping"),
-    ("+extra=1", "extra"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-0.1", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.hidden_size=0", "model.hidden_size"),
+        ("train.epochs=0", "train.epochs"),
+        ("data.val_size=0", "data.val_size"),
+        ("model.init=zeros", "model.init"),
+        ("train.dtype=float16", "train.dtype"),
+        ("train.lr=fast", "train.lr"),
+        ("train.batch_size=2.5", "train.batch_size"),
+        ("+train.nesterov=true", "train.nesterov"),
+        ("train.momentum=1", "train.momentum"),
+        ("train.lr_decay=0", "train.lr_decay"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("train.early_stopping=-1", "train.early_stopping"),
+        ("+extra=1", "extra"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(override, key):
-    raw = config.compose(REPO / "conf", [override])
+    raw = composed(override)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.validate(raw)
 
 
 def test_missing_section_is_rejected():
-    raw = config.compose(REPO / "conf")
+    raw = composed()
     del raw["data"]["files"]
     with pytest.raises(ConfigError, match="data.files"):
         config.validate(raw)
@@ -74,5 +81,5 @@ def test_load_params_reports_a_missing_file(tmp_path):
 
 
 def test_validated_config_is_typed():
-    cfg = config.validate(config.compose(REPO / "conf", ["train.lr=1"]))
+    cfg = project_config("train.lr=1")
     assert isinstance(cfg.train.lr, float) and dataclasses.is_dataclass(cfg.data.files.train_images)

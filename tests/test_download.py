@@ -10,16 +10,15 @@ import threading
 
 import pytest
 
-from mnist_np import download
+from helpers import project_config, tiny_config, write_tiny_mnist
+from mnist_np.data import download
 from mnist_np.errors import DownloadError
-
-from conftest import tiny_config, write_tiny_mnist
 
 
 @pytest.fixture
 def good(tmp_path):
     paths = write_tiny_mnist(tmp_path / "good")
-    return tmp_path / "good", tiny_config(paths, **{"data.retries": 2, "data.timeout_s": 5, "data.backoff_s": 0.01})
+    return tmp_path / "good", tiny_config(paths, "data.retries=2", "data.timeout_s=5", "data.backoff_s=0.01")
 
 
 @pytest.fixture
@@ -48,8 +47,12 @@ def test_env_mirror_is_tried_before_the_configured_ones():
 
 def test_downloads_from_a_local_directory_mirror(good, tmp_path):
     mirror, cfg = good
-    used = download.download_all(with_mirrors(cfg, ["https://unused.invalid/"]), tmp_path / "raw",
-                                  env={"MNIST_MIRROR": str(mirror)}, progress=False)
+    used = download.download_all(
+        with_mirrors(cfg, ["https://unused.invalid/"]),
+        tmp_path / "raw",
+        env={"MNIST_MIRROR": str(mirror)},
+        progress=False,
+    )
     assert set(used.values()) == {str(mirror)}
     for name in used:
         assert (tmp_path / "raw" / name).read_bytes() == (mirror / name).read_bytes()
@@ -82,8 +85,12 @@ def test_every_source_failing_gives_one_error_listing_each(good, http_mirror, tm
     for path in mirror.iterdir():
         (corrupt / path.name).write_bytes(path.read_bytes()[:-1])
     with pytest.raises(DownloadError) as err:
-        download.download_all(with_mirrors(cfg, [url, str(tmp_path / "nowhere")]), tmp_path / "raw",
-                              env={"MNIST_MIRROR": str(corrupt)}, progress=False)
+        download.download_all(
+            with_mirrors(cfg, [url, str(tmp_path / "nowhere")]),
+            tmp_path / "raw",
+            env={"MNIST_MIRROR": str(corrupt)},
+            progress=False,
+        )
     message = str(err.value)
     assert "checksum mismatch" in message and "404" in message and "No such file" in message
     assert message.count("\n  ") == 3 and "MNIST_MIRROR" in message
@@ -100,9 +107,6 @@ def test_present_verified_file_is_not_fetched_again(good, tmp_path):
 
 
 def test_real_mnist_files_verify_against_the_published_checksums(mnist_mirror, tmp_path):
-    from mnist_np import config
-    from conftest import REPO
-
-    cfg = config.validate(config.compose(REPO / "conf"))
+    cfg = project_config()
     used = download.download_all(cfg.data, tmp_path / "raw", env={"MNIST_MIRROR": str(mnist_mirror)}, progress=False)
     assert sorted(used) == sorted(p.name for p in mnist_mirror.iterdir())

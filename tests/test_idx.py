@@ -5,8 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
+from mnist_np.data.idx import parse_idx, read_idx, write_idx
 from mnist_np.errors import DataError
-from mnist_np.idx import parse_idx, read_idx, write_idx
 
 
 @pytest.mark.parametrize("name", ["a.idx", "a.idx.gz"])
@@ -28,14 +28,17 @@ def test_reads_the_real_mnist_test_labels(mnist_mirror):
     assert labels.shape == (10000,) and labels[:3].tolist() == [7, 2, 1]
 
 
-@pytest.mark.parametrize("raw, problem", [
-    (bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2]), "truncated"),
-    (bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1, 9]), "longer than its header"),
-    (bytes([1, 2, 8, 1, 0, 0, 0, 3, 7, 2, 1]), "bad IDX magic"),
-    (bytes([0, 0, 0x42, 1, 0, 0, 0, 3, 7, 2, 1]), "bad IDX magic"),
-    (bytes([0, 0, 8, 3, 0, 0]), "3 dimensions"),
-    (b"\x00\x00", "too short"),
-])
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        (bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2]), "truncated"),
+        (bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1, 9]), "longer than its header"),
+        (bytes([1, 2, 8, 1, 0, 0, 0, 3, 7, 2, 1]), "bad IDX magic"),
+        (bytes([0, 0, 0x42, 1, 0, 0, 0, 3, 7, 2, 1]), "bad IDX magic"),
+        (bytes([0, 0, 8, 3, 0, 0]), "3 dimensions"),
+        (b"\x00\x00", "too short"),
+    ],
+)
 def test_malformed_files_are_rejected_with_the_reason(raw, problem):
     with pytest.raises(DataError, match=problem):
         parse_idx(raw, "x.idx")

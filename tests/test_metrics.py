@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mnist_np.metrics import confusion_matrix, per_class
+from mnist_np.training.metrics import confusion_matrix, per_class
 
 
 def test_confusion_and_per_class_scores():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,56 +12,63 @@ from pathlib import Path
 
 import pytest
 
-from test_sweep import sweep
+from helpers import free_port, sweep
+from mnist_np.data import splits
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path):
     port = free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"]
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+        "--workers",
+        "1",
+    ]
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_text = (tmp_path / "server.log").read_text()
+                    raise AssertionError("mlflow server did not start:\n" + log_text) from exc
+                time.sleep(0.5)
+        yield url
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def api(url: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
 def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
-    from mnist_np import data
-
     raw_dir, cfg = tiny_mnist
     work = tmp_path / "work"
-    data.save(work / "data" / "processed", *data.prepare(raw_dir, cfg.data))
+    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data))
     env = {**os.environ, "MLFLOW_TRACKING_URI": server}
     sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_size=8,16")
 

@@ -1,10 +1,10 @@
 """End to end: the real `dvc repro` and `dvc exp run` in a temporary copy of the repository,
-against the real MNIST files, checking the reports and the runs in the real MLflow store."""
+against the real MNIST files, checking the reports and the runs in the real MLflow store.
+Every test starts from the fixture's first `dvc repro`, whatever ran before it."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,42 +16,44 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from conftest import REPO
+from helpers import REPO, clean_env, run
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
 
 
-def run(cmd: list[str], cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
-    return done
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mnist_mirror):
-    """A git repository holding what this checkout would commit, with training shrunk to EPOCHS."""
+    """A git repository holding what this checkout would commit, with training shrunk to EPOCHS,
+    after its first `dvc repro`: (directory, environment, that repro's output)."""
     dest = tmp_path_factory.mktemp("e2e") / "repo"
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
     for generated in ("dvc.lock", "reports"):  # start from nothing, as a fresh clone before its first run
-        shutil.rmtree(dest / generated, ignore_errors=True) if (dest / generated).is_dir() else (dest / generated).unlink(missing_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env.update(MNIST_MIRROR=str(mnist_mirror), PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+        shutil.rmtree(dest / generated, ignore_errors=True) if (dest / generated).is_dir() else (
+            dest / generated
+        ).unlink(missing_ok=True)
+    env = clean_env(
+        MNIST_MIRROR=str(mnist_mirror),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     sgd = dest / "conf" / "train" / "sgd.yaml"
     sgd.write_text(sgd.read_text().replace("epochs: 30", f"epochs: {EPOCHS}"))
     run([sys.executable, "pipelines/compose_params.py"], dest, env)
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "copy"], dest, env)
-    return dest, env
+    return dest, env, run(["dvc", "repro"], dest, env).stdout
 
 
 def store(dest: Path) -> MlflowClient:
@@ -64,8 +66,7 @@ def runs(dest: Path) -> list:
 
 
 def test_repro_builds_everything_and_logs_one_mlflow_run(project):
-    dest, env = project
-    out = run(["dvc", "repro"], dest, env).stdout
+    dest, env, out = project
     for stage in ("download", "normalize", "train", "evaluate"):
         assert f"Running stage '{stage}'" in out
 
@@ -75,37 +76,56 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     assert sum(map(sum, classification["confusion_matrix"])) == 10_000
     assert set(classification["per_class"]) == {str(d) for d in range(10)}
     predictions = pd.read_csv(dest / "reports" / "predictions.csv")
-    assert len(predictions) == 10_000 and (predictions.actual == predictions.predicted).mean() == pytest.approx(metrics["test_accuracy"])
+    assert len(predictions) == 10_000 and (predictions.actual == predictions.predicted).mean() == pytest.approx(
+        metrics["test_accuracy"]
+    )
     history = pd.read_csv(dest / "reports" / "training.csv")
     assert history.epoch.tolist() == list(range(1, EPOCHS + 1))
 
-    (only,) = runs(dest)
+    only = runs(dest)[0]  # the fixture's repro made the first run
     assert only.info.status == "FINISHED"
     assert only.data.params["model.hidden_size"] == "10" and only.data.params["train.epochs"] == str(EPOCHS)
     assert only.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     steps = [m.step for m in store(dest).get_metric_history(only.info.run_id, "val_accuracy")]
     assert steps == list(range(1, EPOCHS + 1))
     head = run(["git", "rev-parse", "HEAD"], dest, env).stdout.strip()
-    assert only.data.tags["git_commit"] == head
+    assert only.data.tags[MLFLOW_GIT_COMMIT] == head and only.data.tags["git_dirty"] == "false"
+    assert only.data.metrics["kept_epoch"] == EPOCHS and only.data.metrics["epochs_run"] == EPOCHS
     assert only.data.tags["data.sha256.train-images-idx3-ubyte.gz"].startswith("440fcabf")
-    weights = mlflow.artifacts.download_artifacts(run_id=only.info.run_id, artifact_path="weights/model.npz",
-                                                  tracking_uri=f"sqlite:///{dest / 'mlflow.db'}")
+    weights = mlflow.artifacts.download_artifacts(
+        run_id=only.info.run_id, artifact_path="weights/model.npz", tracking_uri=f"sqlite:///{dest / 'mlflow.db'}"
+    )
     assert Path(weights).read_bytes() == (dest / "models" / "model.npz").read_bytes()
     assert str(dest / "mlartifacts") in only.info.artifact_uri
 
 
 def test_second_repro_is_a_no_op(project):
-    dest, env = project
+    dest, env, _ = project
     before = len(runs(dest))
     out = run(["dvc", "repro"], dest, env).stdout
     assert "Running stage" not in out and "up to date" in out
     assert len(runs(dest)) == before
 
 
+def test_forced_repro_reproduces_every_versioned_output_byte_for_byte(project):
+    # On a clean checkout, rerunning every stage leaves git status clean: dvc.lock and reports/
+    # hold no run ids or timings.
+    dest, env, _ = project
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "outputs", "--allow-empty"], dest, env)
+    before = len(runs(dest))
+    out = run(["dvc", "repro", "--force"], dest, env).stdout
+    assert "Running stage 'train'" in out
+    assert run(["git", "status", "--porcelain"], dest, env).stdout == ""
+    assert len(runs(dest)) == before + 1 and runs(dest)[-1].data.tags["git_dirty"] == "false"
+
+
 def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project):
-    dest, env = project
+    dest, env, _ = project
     env = {**env, "MNIST_MIRROR": "/nonexistent"}  # download must not rerun: it would fail
-    out = run(["dvc", "exp", "run", "-n", "wide", "-S", "model.hidden_size=32", "-S", "train.lr=0.05"], dest, env).stdout
+    out = run(
+        ["dvc", "exp", "run", "-n", "wide", "-S", "model.hidden_size=32", "-S", "train.lr=0.05"], dest, env
+    ).stdout
     assert "Running stage 'train'" in out and "Running stage 'normalize'" not in out
     params = yaml.safe_load((dest / "params.yaml").read_text())
     assert params["model"]["hidden_size"] == 32 and params["train"]["lr"] == 0.05
@@ -113,7 +133,8 @@ def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project)
 
     newest = runs(dest)[-1]
     assert newest.data.params["model.hidden_size"] == "32" and newest.data.tags["dvc.exp_name"] == "wide"
-    assert "test_accuracy" in newest.data.metrics
+    workspace = json.loads((dest / "reports" / "metrics.json").read_text())  # the experiment's, applied
+    assert newest.data.metrics["test_accuracy"] == pytest.approx(workspace["test_accuracy"])
 
     shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env).stdout)
     exps = [e for baseline in shown for e in (baseline.get("experiments") or [])]
@@ -121,37 +142,54 @@ def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project)
     assert wide, shown
     data = wide[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["model"]["hidden_size"] == 32
-    assert "test_accuracy" in data["metrics"]["reports/metrics.json"]["data"]
+    assert data["metrics"]["reports/metrics.json"]["data"]["test_accuracy"] == pytest.approx(workspace["test_accuracy"])
 
-    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dest, env).stdout)
-    assert "test_accuracy" in json.dumps(metrics)
-    run(["dvc", "plots", "show", "-o", "plots"], dest, env)
-    html = (dest / "plots" / "index.html").read_text()
+    metrics = run(["dvc", "metrics", "show", "--json"], dest, env).stdout
+    assert json.loads(metrics)[""]["data"]["reports/metrics.json"]["data"] == pytest.approx(workspace)
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], dest, env)
+    html = (dest / "dvc_plots" / "index.html").read_text()
     assert "Test confusion matrix" in html and "Accuracy per epoch" in html
 
 
 def test_bad_params_fail_fast_without_outputs_or_running_mlflow_runs(project, tmp_path):
-    dest, env = project
+    dest, env, _ = project
     before = len(runs(dest))
     bad = tmp_path / "params.yaml"
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"]["batch_size"] = 0
     bad.write_text(yaml.safe_dump(params))
-    done = run([sys.executable, "pipelines/train.py", "--params", str(bad), "--models", str(tmp_path / "m")],
-               dest, env, check=False)
+    done = run(
+        [sys.executable, "pipelines/train.py", "--params", str(bad), "--models", str(tmp_path / "m")],
+        dest,
+        env,
+        check=False,
+    )
     assert done.returncode == 2 and "train.batch_size" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "m").exists() and len(runs(dest)) == before
 
 
 @pytest.mark.filterwarnings("ignore")
 def test_diverging_training_marks_the_run_failed_and_writes_no_weights(project, tmp_path):
-    dest, env = project
+    dest, env, _ = project
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["train"].update(lr=1e20, epochs=1)
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(params))
-    done = run([sys.executable, "pipelines/train.py", "--params", str(bad), "--models", str(tmp_path / "m"),
-                "--reports", str(tmp_path / "r")], dest, env, check=False)
+    done = run(
+        [
+            sys.executable,
+            "pipelines/train.py",
+            "--params",
+            str(bad),
+            "--models",
+            str(tmp_path / "m"),
+            "--reports",
+            str(tmp_path / "r"),
+        ],
+        dest,
+        env,
+        check=False,
+    )
     assert done.returncode == 2 and "non-finite" in done.stderr, done.stderr
     assert not (tmp_path / "m" / "model.npz").exists() and not (tmp_path / "r").exists()
     newest = runs(dest)[-1]
@@ -160,9 +198,9 @@ def test_diverging_training_marks_the_run_failed_and_writes_no_weights(project, 
 
 
 def test_queued_experiments_log_into_the_repository_store(project):
-    dest, env = project
-    run(["git", "add", "-A"], dest, env)  # the baseline the queue starts from: with dvc.lock, after the runs above
-    run(["git", "commit", "-qm", "baseline"], dest, env)
+    dest, env, _ = project
+    run(["git", "add", "-A"], dest, env)  # the baseline the queue starts from, with dvc.lock
+    run(["git", "commit", "-qm", "baseline", "--allow-empty"], dest, env)
     before = len(runs(dest))
     run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.02,0.3"], dest, env)
     run(["dvc", "queue", "start", "-j", "2"], dest, env)
@@ -177,8 +215,13 @@ def test_queued_experiments_log_into_the_repository_store(project):
 
     new = runs(dest)[before:]
     assert sorted(r.data.params["train.lr"] for r in new) == ["0.02", "0.3"]
-    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in new)
-    assert all(r.data.tags.get("dvc.exp_name") for r in new)
+    assert all(r.info.status == "FINISHED" and 0 < r.data.metrics["test_accuracy"] <= 1 for r in new)
+    assert all(r.data.tags.get("dvc.exp_name") and r.data.tags["git_dirty"] == "false" for r in new)
     assert not list((dest / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing stranded in DVC's temporary copies
-    shown = json.dumps(json.loads(run(["dvc", "exp", "show", "--json"], dest, env).stdout))
-    assert shown.count('"test_accuracy"') >= 3
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], dest, env).stdout)
+    by_name = {e["name"]: e["revs"][0]["data"] for baseline in shown for e in (baseline.get("experiments") or [])}
+    for r in new:
+        exp = by_name[r.data.tags["dvc.exp_name"]]
+        assert exp["metrics"]["reports/metrics.json"]["data"]["test_accuracy"] == pytest.approx(
+            r.data.metrics["test_accuracy"]
+        )

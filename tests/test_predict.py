@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_np import config, data, network, stages, tracking
-from mnist_np.idx import read_idx
-from mnist_np.predict import load_predictor, predict_files
-
-from conftest import REPO
-from test_mlflow_server import free_port
+from helpers import BIN, REPO, free_port, project_config
+from mnist_np.data import splits
+from mnist_np.data.idx import read_idx
+from mnist_np.experiments import stages
+from mnist_np.model import reference, weights
+from mnist_np.serving.predict import load_predictor, predict_files
+from mnist_np.tracking import store
 
 pytestmark = pytest.mark.slow  # trains the default network on real MNIST once per session
-BIN = Path(sys.executable).parent
 # `mlflow models serve` execs uvicorn by name, so the environment's bin directory must be on PATH.
 ENV_PATH = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 N = 200  # test digits per variant
@@ -36,16 +36,17 @@ N = 200  # test digits per variant
 def trained(tmp_path_factory, mnist_mirror):
     """A project directory with real processed data and default-config weights, and the MLflow run."""
     root = tmp_path_factory.mktemp("predict")
-    cfg = config.validate(config.compose(REPO / "conf"))
-    data.save(root / "data" / "processed", *data.prepare(mnist_mirror, cfg.data))
+    cfg = project_config()
+    splits.save(root / "data" / "processed", *splits.prepare(mnist_mirror, cfg.data))
     uri = f"sqlite:///{root / 'mlflow.db'}"
+    session_uri = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
-        experiment_id = tracking.setup("mnist", root)
+        experiment_id = store.setup("mnist", root)
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            stages.train(cfg, root / "data" / "processed", root / "models" / "model.npz", root / "training.csv", progress=False)
+            stages.train(cfg, root / "data" / "processed", root / "models", root / "training.csv", progress=False)
     finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+        mlflow.set_tracking_uri(session_uri)
     images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:N]
     labels = read_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz")[:N]
     return root, run.info.run_id, uri, images, labels
@@ -53,10 +54,8 @@ def trained(tmp_path_factory, mnist_mirror):
 
 def direct_predictions(root: Path, images: np.ndarray) -> np.ndarray:
     """The network applied to the original arrays, as the evaluate stage does."""
-    from mnist_np import weights
-
     params = weights.load(root / "models" / "model.npz")
-    return network.forward(params, data.transform(images, data.load_stats(root / "data" / "processed"))).P
+    return reference.predict_proba(params, splits.transform(images, splits.load_stats(root / "data" / "processed")))
 
 
 def write_variant(directory: Path, images: np.ndarray, variant: str) -> list[Path]:
@@ -72,8 +71,10 @@ def write_variant(directory: Path, images: np.ndarray, variant: str) -> list[Pat
             image = image.resize((112, 112), Image.Resampling.BICUBIC)
         elif variant == "padded":  # small digit in a corner of a large dark-ink-on-white canvas
             canvas = Image.new("L", (160, 120), 255)
-            canvas.paste(Image.fromarray(255 - array).resize((42, 42), Image.Resampling.BILINEAR),
-                         (int(rng.integers(0, 110)), int(rng.integers(0, 70))))
+            canvas.paste(
+                Image.fromarray(255 - array).resize((42, 42), Image.Resampling.BILINEAR),
+                (int(rng.integers(0, 110)), int(rng.integers(0, 70))),
+            )
             image = canvas
         elif variant == "jpeg":
             image = Image.fromarray(255 - array).resize((84, 84), Image.Resampling.BICUBIC).convert("RGB")
@@ -87,15 +88,25 @@ def write_variant(directory: Path, images: np.ndarray, variant: str) -> list[Pat
 def test_command_agrees_with_the_network_on_untouched_digits(trained, tmp_path):
     root, _, _, images, labels = trained
     write_variant(tmp_path / "plain", images, "plain")
-    done = subprocess.run([str(BIN / "mnist-predict"), "--json", str(tmp_path / "plain")], cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(BIN / "mnist-predict"), "--json", str(tmp_path / "plain")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     expected = direct_predictions(root, images)
     assert [r["digit"] for r in results] == expected.argmax(axis=1).tolist()
     np.testing.assert_allclose([r["probabilities"] for r in results], expected, atol=1e-5)
-    table = subprocess.run([sys.executable, str(REPO / "pipelines" / "predict.py"), str(tmp_path / "plain" / "0000.png")],
-                           cwd=root, capture_output=True, text=True, timeout=300)
+    table = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "predict.py"), str(tmp_path / "plain" / "0000.png")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert table.returncode == 0 and re.search(rf"0000\.png\s+{expected[0].argmax()}\s+0\.", table.stdout), table.stdout
 
 
@@ -109,12 +120,13 @@ def test_transformed_digits_stay_at_least_90_percent_accurate(trained, tmp_path,
 
 
 def test_bad_files_get_their_own_error_and_the_rest_are_predicted(trained, tmp_path):
-    root, *_ , images, labels = trained
+    root, *_, images, labels = trained
     Image.fromarray(images[0]).save(tmp_path / "good.png")
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    done = subprocess.run([str(BIN / "mnist-predict"), "--json", str(tmp_path)], cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(BIN / "mnist-predict"), "--json", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 1
     results = {Path(r["file"]).name: r for r in json.loads(done.stdout)}
     assert results["good.png"]["digit"] == labels[0]
@@ -124,13 +136,30 @@ def test_bad_files_get_their_own_error_and_the_rest_are_predicted(trained, tmp_p
 
 def test_mlflow_models_predict_uses_the_logged_pyfunc_model(trained, tmp_path):
     root, run_id, uri, images, _ = trained
-    x = data.transform(images[:8], data.load_stats(root / "data" / "processed"))
+    x = splits.transform(images[:8], splits.load_stats(root / "data" / "processed"))
     payload = {"inputs": x.tolist()}
     (tmp_path / "input.json").write_text(json.dumps(payload))
-    done = subprocess.run([str(BIN / "mlflow"), "models", "predict", "-m", f"runs:/{run_id}/model",
-                           "-i", str(tmp_path / "input.json"), "-t", "json", "-o", str(tmp_path / "out.json"),
-                           "--env-manager", "local"], env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "predict",
+            "-m",
+            f"runs:/{run_id}/model",
+            "-i",
+            str(tmp_path / "input.json"),
+            "-t",
+            "json",
+            "-o",
+            str(tmp_path / "out.json"),
+            "--env-manager",
+            "local",
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     predictions = json.loads((tmp_path / "out.json").read_text())["predictions"]
     assert [p["digit"] for p in predictions] == direct_predictions(root, images[:8]).argmax(axis=1).tolist()
@@ -139,10 +168,24 @@ def test_mlflow_models_predict_uses_the_logged_pyfunc_model(trained, tmp_path):
 def test_mlflow_models_serve_answers_invocations(trained):
     root, run_id, uri, images, _ = trained
     port = free_port()
-    server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/model",
-                               "-h", "127.0.0.1", "-p", str(port), "--env-manager", "local"],
-                              env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": ENV_PATH},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"runs:/{run_id}/model",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--env-manager",
+            "local",
+        ],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": ENV_PATH},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -154,8 +197,11 @@ def test_mlflow_models_serve_answers_invocations(trained):
                 time.sleep(0.5)
         expected = direct_predictions(root, images[:16]).argmax(axis=1).tolist()
         raw = {"inputs": images[:16].reshape(16, -1).astype(float).tolist(), "params": {"raw_pixels": True}}
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(raw).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(raw).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = json.loads(response.read())["predictions"]
         assert [p["digit"] for p in predictions] == expected
@@ -168,11 +214,31 @@ def test_mlflow_models_serve_answers_invocations(trained):
 def test_registered_champion_predicts_through_models_uri(trained, tmp_path):
     root, run_id, uri, images, labels = trained
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    done = subprocess.run([sys.executable, str(REPO / "pipelines" / "register.py"), "--name", "mnist-mlp", "--all-runs"],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "pipelines" / "register.py"),
+            "--name",
+            "mnist-mlp",
+            "--experiment",
+            "mnist",
+            "--all-runs",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and run_id in done.stdout, done.stderr
     Image.fromarray(images[1]).save(tmp_path / "digit.png")
-    done = subprocess.run([str(BIN / "mnist-predict"), "--json", "--model", "models:/mnist-mlp@champion", str(tmp_path / "digit.png")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(BIN / "mnist-predict"), "--json", "--model", "models:/mnist-mlp@champion", str(tmp_path / "digit.png")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["digit"] == direct_predictions(root, images[1:2]).argmax() == labels[1]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnist_np import preprocess
+from mnist_np.data.idx import read_idx
 from mnist_np.errors import DataError
-from mnist_np.idx import read_idx
+from mnist_np.serving import preprocess
 
 
 def test_preprocessing_leaves_an_mnist_digit_unchanged(mnist_mirror):

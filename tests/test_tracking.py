@@ -1,11 +1,16 @@
 """Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps,
 also when a stage fails after training; git tags."""
 
+import subprocess
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from mnist_np import tracking
+from mnist_np.data import splits
+from mnist_np.experiments import stages
+from mnist_np.tracking import runs, store
 
 
 def history(run_id: str, key: str) -> list[tuple[int, float]]:
@@ -13,9 +18,9 @@ def history(run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 def test_epochs_wait_for_the_interval_then_arrive_in_one_batch_with_their_steps():
-    experiment = tracking.setup("epochs")
+    experiment = store.setup("epochs")
     with mlflow.start_run(experiment_id=experiment) as run:
-        epochs = tracking.EpochMetrics(interval_s=3600)
+        epochs = runs.EpochMetrics(interval_s=3600)
         for epoch in (1, 2, 3):
             epochs.log({"val_accuracy": 0.5 + epoch / 10, "val_loss": 1.0 / epoch}, step=epoch)
         assert history(run.info.run_id, "val_accuracy") == []
@@ -27,43 +32,48 @@ def test_epochs_wait_for_the_interval_then_arrive_in_one_batch_with_their_steps(
 
 
 def test_an_elapsed_interval_sends_everything_pending_at_once():
-    experiment = tracking.setup("epochs")
+    experiment = store.setup("epochs")
     with mlflow.start_run(experiment_id=experiment) as run:
-        epochs = tracking.EpochMetrics(interval_s=0)
+        epochs = runs.EpochMetrics(interval_s=0)
         epochs.log({"train_loss": 2.0}, step=1)
         assert history(run.info.run_id, "train_loss") == [(1, 2.0)]
         epochs.log({"train_loss": 1.0}, step=2)
         assert history(run.info.run_id, "train_loss") == [(1, 2.0), (2, 1.0)]
 
 
-def test_git_tags_name_the_commit_and_whether_tracked_files_changed(tmp_path):
-    import subprocess
-
+def test_git_tags_name_the_commit_and_whether_tracked_code_changed(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     git("init", "-q")
-    assert tracking.git_tags(tmp_path) == {}  # no commit yet: nothing to name
-    (tmp_path / "a.txt").write_text("one")
-    git("add", "a.txt")
+    assert runs.git_tags(tmp_path) == {}  # no commit yet: nothing to name
+    (tmp_path / "src").mkdir()
+    for name in ("src/a.py", "params.yaml", "metrics.json"):
+        (tmp_path / name).write_text("one")
+    git("add", ".")
     git("commit", "-qm", "first")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    (tmp_path / "untracked.txt").write_text("ignored")
-    assert tracking.git_tags(tmp_path) == {"git_commit": head, "git_dirty": "false"}
-    (tmp_path / "a.txt").write_text("two")
-    assert tracking.git_tags(tmp_path) == {"git_commit": head, "git_dirty": "true"}
+    (tmp_path / "src" / "untracked.py").write_text("not part of the commit")
+    # What DVC does to a clean checkout: outputs removed before a stage runs, params rewritten by -S.
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "params.yaml").write_text("two")
+    assert runs.git_tags(tmp_path) == {MLFLOW_GIT_COMMIT: head, "git_dirty": "false"}
+    (tmp_path / "src" / "a.py").write_text("two")
+    assert runs.git_tags(tmp_path) == {MLFLOW_GIT_COMMIT: head, "git_dirty": "true"}
 
 
 def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mnist, tmp_path):
-    from mnist_np import data, stages
-
     mirror, cfg = tiny_mnist
     processed = tmp_path / "processed"
-    data.save(processed, *data.prepare(mirror, cfg.data))
-    (processed / data.STATS_FILE).unlink()  # logging the served model needs it: fails after training
-    experiment = tracking.setup("fails-late")
-    with pytest.raises(Exception), mlflow.start_run(experiment_id=experiment) as run:
-        stages.train(cfg, processed, tmp_path / "model.npz", tmp_path / "training.csv", progress=False)
+    splits.save(processed, *splits.prepare(mirror, cfg.data))
+    (processed / splits.STATS_FILE).unlink()  # logging the served model needs it: fails after training
+    experiment = store.setup("fails-late")
+    with (
+        pytest.raises(mlflow.exceptions.MlflowException, match="stats.json"),
+        mlflow.start_run(experiment_id=experiment) as run,
+    ):
+        stages.train(cfg, processed, tmp_path, tmp_path / "training.csv", progress=False)
     assert [step for step, _ in history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"

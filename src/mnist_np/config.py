@@ -1,15 +1,15 @@
-"""The parameter schema: every setting, its type, its default and its allowed range, in one place.
+"""The parameter schema: every setting's type and allowed range.
 
-`conf/` (Hydra) holds the values and `params.yaml` their composition; this module checks either
-against the dataclasses below before any work starts, so a typo or a bad value fails fast with an
-error naming the key. Defaults here mirror `conf/` and exist for tests and the Python API.
+The values, defaults included, live in one place: `conf/` (Hydra), composed into `params.yaml`.
+This module checks a composition against the dataclasses below (as an OmegaConf structured config)
+before any work starts, so a typo, a missing key or a bad value fails fast naming the key.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ DTYPES = ("float32", "float64")
 def _check(ok: bool, key: str, value: object, rule: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {rule}. Fix it in conf/ (or override it, e.g. {key}=...)")
+
+
+# Each field's meaning is commented beside its value in conf/.
 
 
 @dataclass
@@ -43,15 +46,14 @@ class MnistFiles:
 
 @dataclass
 class DataConfig:
-    # Tried in order after $MNIST_MIRROR; each entry is a base URL or directory holding the four files.
     mirrors: list[str]
     files: MnistFiles
-    val_size: int = 5000  # images carved out of the 60,000 training images for validation
-    split_seed: int = 0
-    standardize: bool = False  # subtract the training mean / divide by its std after scaling to [0, 1]
-    timeout_s: float = 30.0
-    retries: int = 3  # attempts per source and file
-    backoff_s: float = 1.0  # wait before retry k is backoff_s * 2**(k-1)
+    val_size: int
+    split_seed: int
+    standardize: bool
+    timeout_s: float
+    retries: int
+    backoff_s: float
 
     def __post_init__(self) -> None:
         _check(len(self.mirrors) > 0, "data.mirrors", self.mirrors, "list at least one mirror")
@@ -63,8 +65,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    hidden_size: int = 10
-    init: str = "uniform"  # the design's U[-0.5, 0.5]; "he" or "glorot" scale by fan-in / fan-in+out
+    hidden_size: int
+    init: str
 
     def __post_init__(self) -> None:
         _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "must be >= 1")
@@ -73,16 +75,15 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = 0.1
-    batch_size: int = 32
-    epochs: int = 30
-    seed: int = 0
-    dtype: str = "float32"
-    # Options beyond the original design; these defaults switch them off.
-    lr_decay: float = 1.0  # the learning rate of epoch k is lr * lr_decay**(k-1)
-    momentum: float = 0.0  # classical momentum
-    weight_decay: float = 0.0  # L2 penalty (weight_decay/2)*||W||^2 on the weight matrices, not the biases
-    early_stopping: int = 0  # stop after N epochs without better val accuracy; keep the best weights (latest of ties)
+    lr: float
+    batch_size: int
+    epochs: int
+    seed: int
+    dtype: str
+    lr_decay: float
+    momentum: float
+    weight_decay: float
+    early_stopping: int
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
@@ -97,7 +98,7 @@ class TrainConfig:
 
 @dataclass
 class TrackingConfig:
-    experiment: str = "mnist"
+    experiment: str
 
     def __post_init__(self) -> None:
         _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "must not be empty")
@@ -106,9 +107,9 @@ class TrackingConfig:
 @dataclass
 class Config:
     data: DataConfig
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
 
 
 def validate(raw: Mapping[str, Any]) -> Config:

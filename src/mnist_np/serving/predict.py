@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cli, data, network, preprocess, weights
-from .errors import DataError, UserError
+from .. import cli
+from ..data import splits
+from ..errors import DataError, UserError
+from ..model import reference, weights
+from . import preprocess
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # raw 0-255 images (n, 784) -> probabilities (n, 10)
 
@@ -36,9 +39,9 @@ def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
     if model is not None and is_mlflow_uri(model):
         import mlflow
 
-        from . import tracking
+        from ..tracking import store
 
-        tracking.use_store()
+        store.use_store()
         try:
             pyfunc = mlflow.pyfunc.load_model(model)
         except mlflow.exceptions.MlflowException as exc:
@@ -46,13 +49,13 @@ def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
 
         def predict(x: np.ndarray) -> np.ndarray:
             out = pyfunc.predict(x.astype(np.float32), params={"raw_pixels": True})
-            return out[[f"p{d}" for d in range(network.N_CLASSES)]].to_numpy()
+            return out[[f"p{d}" for d in range(reference.N_CLASSES)]].to_numpy()
 
         return predict
 
     params = weights.load(model or Path("models") / "model.npz")
-    stats = data.load_stats(stats_dir)
-    return lambda x: network.forward(params, data.transform(x, stats).astype(params["W1"].dtype)).P
+    stats = splits.load_stats(stats_dir)
+    return lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype))
 
 
 def predict_files(files: list[Path], predictor: Predictor) -> list[dict]:
@@ -78,18 +81,29 @@ def format_table(results: list[dict]) -> str:
         if "error" in r:
             rows.append({"file": r["file"], "digit": "error", **{f"p{d}": "" for d in range(10)}})
         else:
-            rows.append({"file": r["file"], "digit": r["digit"], **{f"p{d}": f"{p:.3f}" for d, p in enumerate(r["probabilities"])}})
+            rows.append(
+                {
+                    "file": r["file"],
+                    "digit": r["digit"],
+                    **{f"p{d}": f"{p:.3f}" for d, p in enumerate(r["probabilities"])},
+                }
+            )
     return pd.DataFrame(rows).to_string(index=False)
 
 
 def main(argv: list[str] | None = None) -> None:
     def run() -> None:
-        parser = argparse.ArgumentParser(prog="mnist-predict", description=__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser = argparse.ArgumentParser(
+            prog="mnist-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         parser.add_argument("images", nargs="+", help="image files or directories of images")
         parser.add_argument("--model", help="weights .npz or MLflow model URI (default: models/model.npz)")
-        parser.add_argument("--stats", type=Path, default=Path("data") / "processed",
-                            help="directory with the normalize stage's stats.json, for a weights file")
+        parser.add_argument(
+            "--stats",
+            type=Path,
+            default=Path("data") / "processed",
+            help="directory with the normalize stage's stats.json, for a weights file",
+        )
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
         args = parser.parse_args(argv)
         files = preprocess.image_files(args.images)

@@ -9,12 +9,29 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from ..errors import UserError
 from . import plots
-from .errors import UserError
-from .sweep import SWEPT, varying_params
 
-METRICS = ("val_accuracy", "test_accuracy", "test_loss", "train_loss", "epochs_run", "train_seconds")
+SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
+RANK_METRIC = "kept_val_accuracy"  # validation accuracy of the weights a run kept: what sweeps rank on
+METRICS = (
+    RANK_METRIC,
+    "val_accuracy",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "epochs_run",
+    "kept_epoch",
+    "train_seconds",
+)
 HISTORY_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+def varying_params(runs: pd.DataFrame) -> list[str]:
+    """Dotted parameter names that differ between runs (an mlflow.search_runs frame), the usual sweep axes first."""
+    names = [c[len("params.") :] for c in runs.columns if c.startswith("params.")]
+    varying = [n for n in names if runs[f"params.{n}"].nunique(dropna=False) > 1]
+    return sorted(varying, key=lambda n: (n not in SWEPT, n))
 
 
 def _numeric(column: pd.Series) -> pd.Series:
@@ -26,15 +43,17 @@ def _numeric(column: pd.Series) -> pd.Series:
 
 
 def latest_sweep(experiment_id: str) -> str:
-    parents = mlflow.search_runs([experiment_id], filter_string="tags.sweep = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
+    parents = mlflow.search_runs(
+        [experiment_id], filter_string="tags.sweep = 'parent'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     if parents.empty:
         raise UserError("no sweep in this experiment yet; run `python pipelines/sweep.py -m ...` first")
     return parents["run_id"].iloc[0]
 
 
-def runs_table(experiment: str, sweep: str | None = None, top: int | None = None,
-               sort: str = "val_accuracy") -> pd.DataFrame:
+def runs_table(
+    experiment: str, sweep: str | None = None, top: int | None = None, sort: str = RANK_METRIC
+) -> pd.DataFrame:
     """One row per training run (sweep parents left out): swept params and metrics, best first.
 
     `sweep` is a parent run id or "latest"; `sort` is a metric or parameter name (losses sort
@@ -42,8 +61,10 @@ def runs_table(experiment: str, sweep: str | None = None, top: int | None = None
     """
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
-        raise UserError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; "
-                        "check --experiment or MLFLOW_TRACKING_URI")
+        raise UserError(
+            f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; "
+            "check --experiment or MLFLOW_TRACKING_URI"
+        )
     if sweep == "latest":
         sweep = latest_sweep(found.experiment_id)
     query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep}'" if sweep else ""
@@ -54,8 +75,14 @@ def runs_table(experiment: str, sweep: str | None = None, top: int | None = None
         raise UserError(f"no runs found in experiment {experiment!r}" + (f" for sweep {sweep}" if sweep else ""))
 
     params = list(dict.fromkeys([*SWEPT, *varying_params(runs), "train.epochs"]))
-    table = pd.DataFrame({"run_id": runs["run_id"], "run_name": runs.get("tags.mlflow.runName"),
-                          "status": runs["status"], "start_time": runs["start_time"]})
+    table = pd.DataFrame(
+        {
+            "run_id": runs["run_id"],
+            "run_name": runs.get("tags.mlflow.runName"),
+            "status": runs["status"],
+            "start_time": runs["start_time"],
+        }
+    )
     for name in params:
         if f"params.{name}" in runs:
             table[name] = _numeric(runs[f"params.{name}"])
@@ -63,7 +90,9 @@ def runs_table(experiment: str, sweep: str | None = None, top: int | None = None
         table[name] = runs.get(f"metrics.{name}")
     table["epochs_run"] = table["epochs_run"].astype("Int64")  # MLflow stores every metric as a float
     if sort not in table:
-        raise UserError(f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}")
+        raise UserError(
+            f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}"
+        )
     table = table.sort_values(sort, ascending="loss" in sort, na_position="last", kind="stable")
     return (table.head(top) if top else table).reset_index(drop=True)
 
@@ -90,14 +119,20 @@ def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[P
     figure.savefig(out_dir / "learning_curves.png", dpi=110)
     written.append(out_dir / "learning_curves.png")
     # Parameter columns are the dotted ones; plot those that vary and are numbers.
-    swept = [c for c in table.columns if "." in c and table[c].nunique() > 1 and pd.api.types.is_numeric_dtype(table[c])]
-    if swept and table["val_accuracy"].notna().any():
-        plots.accuracy_vs_params(table.dropna(subset=["val_accuracy"]), swept).savefig(out_dir / "accuracy_vs_params.png", dpi=110)
+    swept = [
+        c for c in table.columns if "." in c and table[c].nunique() > 1 and pd.api.types.is_numeric_dtype(table[c])
+    ]
+    if swept and table[RANK_METRIC].notna().any():
+        plots.accuracy_vs_params(table.dropna(subset=[RANK_METRIC]), swept, RANK_METRIC).savefig(
+            out_dir / "accuracy_vs_params.png", dpi=110
+        )
         written.append(out_dir / "accuracy_vs_params.png")
     best = table["run_id"].iloc[0]
     for name in ("confusion_matrix.png", "misclassified.png"):
         try:
-            local = mlflow.artifacts.download_artifacts(run_id=best, artifact_path=f"plots/{name}", dst_path=str(out_dir / "best"))
+            local = mlflow.artifacts.download_artifacts(
+                run_id=best, artifact_path=f"plots/{name}", dst_path=str(out_dir / "best")
+            )
         except (mlflow.exceptions.MlflowException, OSError):
             continue  # a run that failed before evaluation has no such figure
         written.append(Path(local))
@@ -110,7 +145,7 @@ def register_best(experiment: str, name: str, sweep: str | None = "latest", alia
     Returns (run id, model version). Only finished runs that logged a model qualify.
     """
     table = runs_table(experiment, sweep)
-    table = table[(table["status"] == "FINISHED") & table["val_accuracy"].notna()]
+    table = table[(table["status"] == "FINISHED") & table[RANK_METRIC].notna()]
     if table.empty:
         raise UserError("no finished run with a validation accuracy to register")
     run_id = table["run_id"].iloc[0]

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .files import atomic_path
-from .network import N_CLASSES, Params
+from ..errors import DataError
+from ..files import save_npz
+from .reference import N_CLASSES, Params
 
 KEYS = ("W1", "b1", "W2", "b2")
 
 
 def save(path: str | os.PathLike, params: Params) -> None:
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **{key: params[key] for key in KEYS})
+    save_npz(path, **{key: params[key] for key in KEYS})
 
 
 def load(path: str | os.PathLike) -> Params:
@@ -32,5 +31,7 @@ def load(path: str | os.PathLike) -> Params:
     expected = {"b1": (hidden,), "W2": (hidden, N_CLASSES), "b2": (N_CLASSES,)}
     for key, shape in expected.items():
         if params[key].shape != shape:
-            raise DataError(f"{path}: {key} has shape {params[key].shape}, expected {shape} for W1 {params['W1'].shape}")
+            raise DataError(
+                f"{path}: {key} has shape {params[key].shape}, expected {shape} for W1 {params['W1'].shape}"
+            )
     return params

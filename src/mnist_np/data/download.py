@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import DataConfig, FileSpec
-from .errors import DownloadError
-from .files import atomic_path, sha256_file
+from ..config import DataConfig, FileSpec
+from ..errors import DownloadError
+from ..files import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 MIRROR_ENV = "MNIST_MIRROR"
@@ -42,8 +42,14 @@ def fetch(url: str, dest: Path, sha256: str, timeout: float, progress: bool = Tr
     digest = hashlib.sha256()
     with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
         total = response.headers.get("Content-Length")
-        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name,
-                  disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=int(total) if total else None,
+            unit="B",
+            unit_scale=True,
+            desc=dest.name,
+            disable=not progress,
+            leave=False,
+        ) as bar:
             while block := response.read(1 << 16):
                 out.write(block)
                 digest.update(block)
@@ -53,8 +59,14 @@ def fetch(url: str, dest: Path, sha256: str, timeout: float, progress: bool = Tr
             raise ValueError(f"checksum mismatch: got sha256 {digest.hexdigest()}, expected {sha256}")
 
 
-def download(spec: FileSpec, dest_dir: Path, srcs: Sequence[str], cfg: DataConfig,
-             sleep: Callable[[float], None] = time.sleep, progress: bool = True) -> str:
+def download(
+    spec: FileSpec,
+    dest_dir: Path,
+    srcs: Sequence[str],
+    cfg: DataConfig,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: bool = True,
+) -> str:
     """Put one verified file into `dest_dir`; return the source it came from."""
     dest = dest_dir / spec.name
     if dest.is_file() and sha256_file(dest) == spec.sha256:
@@ -77,12 +89,15 @@ def download(spec: FileSpec, dest_dir: Path, srcs: Sequence[str], cfg: DataConfi
                     sleep(cfg.backoff_s * 2 ** (attempt - 1))
         failures.append(f"  {url}: {reason}")
     raise DownloadError(
-        f"could not get {spec.name} with sha256 {spec.sha256} from any source:\n" + "\n".join(failures)
-        + f"\nCheck the network, or point {MIRROR_ENV} at a directory or URL that holds the original files.")
+        f"could not get {spec.name} with sha256 {spec.sha256} from any source:\n"
+        + "\n".join(failures)
+        + f"\nCheck the network, or point {MIRROR_ENV} at a directory or URL that holds the original files."
+    )
 
 
-def download_all(cfg: DataConfig, dest_dir: str | os.PathLike, env: Mapping[str, str] = os.environ,
-                 progress: bool = True) -> dict[str, str]:
+def download_all(
+    cfg: DataConfig, dest_dir: str | os.PathLike, env: Mapping[str, str] = os.environ, progress: bool = True
+) -> dict[str, str]:
     """Download and verify the four MNIST files; return {file name: source used}."""
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -45,8 +45,7 @@ def confusion_heatmap(confusion: np.ndarray) -> Figure:
     ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(confusion):
-        ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
-                color="white" if share[i, j] > 0.5 else "black")
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
     ticks = range(len(confusion))
     ax.set_xticks(ticks)
     ax.set_yticks(ticks)

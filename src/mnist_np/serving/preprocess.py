@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DataError
+from ..errors import DataError
 
 FIELD, BOX = 28, 20
 FAINT = 128  # strokes whose strongest level is below this are stretched to full white
@@ -59,7 +59,7 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     if peak < FAINT:
         ink *= np.float32(255 / peak)  # faint pencil or a dim photo: full contrast, like MNIST's strokes
     rows, cols = np.nonzero(ink)
-    ink = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
     h, w = ink.shape
     scale = BOX / max(h, w)
@@ -76,7 +76,7 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     top = min(max(top, 0), FIELD - ink.shape[0])
     left = min(max(left, 0), FIELD - ink.shape[1])
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
-    field[top:top + ink.shape[0], left:left + ink.shape[1]] = ink
+    field[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
     return field
 
 

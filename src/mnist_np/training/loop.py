@@ -17,9 +17,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from . import network
-from .config import ModelConfig, TrainConfig
-from .errors import TrainingError
+from ..config import ModelConfig, TrainConfig
+from ..errors import TrainingError
+from ..model import kernel, reference
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,13 @@ class EpochStats:
     seconds: float  # wall time of the epoch's gradient steps
 
 
+@dataclass(frozen=True)
+class Fit:
+    params: reference.Params  # the kept weights: the last epoch's, or the best with early stopping
+    history: list[EpochStats]
+    kept: EpochStats  # the epoch whose weights were kept
+
+
 class EpochOutputs:
     """Where every batch's forward pass leaves its shifted logits and softmax sums for a whole epoch.
 
@@ -42,31 +49,61 @@ class EpochOutputs:
 
     def __init__(self, n: int, batch: int, n_out: int, dtype: np.dtype) -> None:
         self.n, self.batch, self.n_out = n, batch, n_out
-        self.logits, self.totals = np.empty(n * n_out, dtype), np.empty(n, dtype)
+        self.logits, self.sums = np.empty(n * n_out, dtype), np.empty(n, dtype)
         self.views = []
         for start in range(0, n, batch):
             m = min(batch, n - start)
-            self.views.append((self.logits[start * n_out:(start + m) * n_out].reshape(n_out, m).T,
-                               self.totals[start:start + m].reshape(m, 1)))
+            self.views.append(
+                (
+                    self.logits[start * n_out : (start + m) * n_out].reshape(n_out, m).T,
+                    self.sums[start : start + m].reshape(m, 1),
+                )
+            )
 
     def statistics(self, labels: np.ndarray) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the epoch, `labels` in the epoch's sample order."""
         full = self.n // self.batch * self.batch
-        shifted = np.concatenate([
-            self.logits[:full * self.n_out].reshape(-1, self.n_out, self.batch).transpose(0, 2, 1).reshape(-1, self.n_out),
-            self.logits[full * self.n_out:].reshape(self.n_out, -1).T])
-        likelihood = network.log_likelihoods(network.Forward(None, None, shifted, self.totals), labels)
+        shifted = np.concatenate(
+            [
+                self.logits[: full * self.n_out]
+                .reshape(-1, self.n_out, self.batch)
+                .transpose(0, 2, 1)
+                .reshape(-1, self.n_out),
+                self.logits[full * self.n_out :].reshape(self.n_out, -1).T,
+            ]
+        )
+        likelihood = kernel.log_likelihoods(shifted, self.sums[:, None], labels)
         return -float(likelihood.mean(dtype=np.float64)), float(np.mean(shifted.argmax(axis=1) == labels))
 
 
-def shuffled_batches(arrays: tuple[np.ndarray, ...], order: np.ndarray, batch: int,
-                     chunk_rows: int = 2048) -> Iterator[tuple[np.ndarray, ...]]:
+class Validation:
+    """Loss and accuracy on the validation split after each epoch, with the kernel's forward pass
+    (the reference's NumPy products would run on a second BLAS library, whose idle threads
+    spin against the kernel's), `chunk` images at a time in reused workspaces."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, params: reference.Params, chunk: int = 1000) -> None:
+        self.x, self.y, self.chunk = np.ascontiguousarray(x), y, chunk
+        self.workspaces = {m: kernel.Workspace(params, m) for m in {min(chunk, len(x)), len(x) % chunk} if m}
+
+    def score(self, params: reference.Params) -> tuple[float, float]:
+        log_likelihood, correct = 0.0, 0
+        for i in range(0, len(self.x), self.chunk):
+            x, y = self.x[i : i + self.chunk], self.y[i : i + self.chunk]
+            fwd = kernel.forward(params, x, self.workspaces[len(x)])
+            log_likelihood += float(kernel.log_likelihoods(fwd.shifted, fwd.sums, y).sum(dtype=np.float64))
+            correct += int(np.count_nonzero(fwd.shifted.argmax(axis=1) == y))
+        return -log_likelihood / len(self.x), correct / len(self.x)
+
+
+def shuffled_batches(
+    arrays: tuple[np.ndarray, ...], order: np.ndarray, batch: int, chunk_rows: int = 2048
+) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield, batch by batch in `order`, contiguous views of the batch's rows of each array.
 
     Rows are gathered about `chunk_rows` at a time into one of two buffers (6 MB each for
     MNIST images), the next chunk in a background thread while the caller trains on the current
     one. NumPy releases the GIL while it copies, so the gather's random reads from the training
-    set overlap with the arithmetic instead of adding to it (a quarter of a step at hidden 10).
+    set overlap with the arithmetic instead of adding to it.
     No shuffled copy of the whole training set is made: that would double its memory.
     A view is valid until the caller asks for the next batch.
     """
@@ -74,11 +111,11 @@ def shuffled_batches(arrays: tuple[np.ndarray, ...], order: np.ndarray, batch: i
     buffers = [[np.empty((min(rows, len(order)), *a.shape[1:]), a.dtype) for a in arrays] for _ in range(2)]
 
     def gather(start: int, into: list[np.ndarray]) -> int:
-        index = order[start:start + rows]
+        index = order[start : start + rows]
         for array, buffer in zip(arrays, into):
             # mode="clip": the indices come from a permutation, so they need no bounds check,
             # and the default mode="raise" would copy through an extra buffer.
-            array.take(index, axis=0, out=buffer[:len(index)], mode="clip")
+            array.take(index, axis=0, out=buffer[: len(index)], mode="clip")
         return len(index)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -88,7 +125,7 @@ def shuffled_batches(arrays: tuple[np.ndarray, ...], order: np.ndarray, batch: i
             if start + rows < len(order):
                 pending = pool.submit(gather, start + rows, buffers[(k + 1) % 2])
             for i in range(0, filled, batch):
-                yield tuple(buffer[i:min(i + batch, filled)] for buffer in current)
+                yield tuple(buffer[i : min(i + batch, filled)] for buffer in current)
 
 
 @contextlib.contextmanager
@@ -97,8 +134,8 @@ def switch_interval(seconds: float = 1e-3) -> Iterator[None]:
 
     The BLAS wrappers (scipy.linalg.blas) keep the GIL while they compute, so the thread that
     gathers the next batches (shuffled_batches) would otherwise wait up to 5 ms each time it
-    needs the GIL, and fall behind: at hidden 10 that made an epoch 40% slower. 1 ms lets it in
-    between two products (measured: 0.5 and 0.1 ms gain nothing more).
+    needs the GIL, and fall behind (docs/performance.md has the figures). 1 ms lets it in
+    between two products.
     """
     previous = sys.getswitchinterval()
     sys.setswitchinterval(seconds)
@@ -108,7 +145,7 @@ def switch_interval(seconds: float = 1e-3) -> Iterator[None]:
         sys.setswitchinterval(previous)
 
 
-SINGLE_BLAS_THREAD_BELOW = 128 * 128  # hidden units x batch size; measured, see blas_threads
+SINGLE_BLAS_THREAD_BELOW = 128 * 128  # hidden units x batch size, see blas_threads
 
 
 def blas_threads(hidden: int, batch: int) -> int | None:
@@ -117,68 +154,84 @@ def blas_threads(hidden: int, batch: int) -> int | None:
     The big products of a step are (batch x 784) by (784 x hidden), so their size goes with
     hidden x batch. Small ones gain nothing from a second core, and idle BLAS threads spin on
     it; with one BLAS thread that core gathers the next batches instead (see shuffled_batches).
-    Measured on 2 cores (2 epochs, two threads against one): 7-12% slower at hidden x batch
-    64 x 32, 128 x 32 and 64 x 128, even at 256 x 32, 11-26% faster at 128 x 128, 256 x 128
-    and 512 x 128.
+    The threshold was measured on 2 cores (docs/performance.md).
     """
     return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else None
 
 
-def fit(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-        model: ModelConfig, train: TrainConfig,
-        on_epoch: Callable[[EpochStats], None] | None = None,
-        progress: bool = True) -> tuple[network.Params, list[EpochStats]]:
+def fit(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    model: ModelConfig,
+    train: TrainConfig,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    progress: bool = True,
+) -> Fit:
     """Train a fresh network; same data, configs and seed give bit-identical weights.
 
     The inputs are never modified. With train.early_stopping > 0 the weights of the best
-    validation epoch (the latest of equals) are returned.
+    validation epoch (the latest of equals) are kept.
     """
     dtype = np.dtype(train.dtype)
     x, y = x_train.astype(dtype, copy=False), y_train
     x_val = x_val.astype(dtype, copy=False)
     # Independent streams for initialisation and batch order, both from the one seed.
     init_rng, order_rng = np.random.default_rng(train.seed).spawn(2)
-    flat = network.pack(network.init_params(model.hidden_size, init_rng, model.init, dtype, n_in=x.shape[1]))
+    flat = kernel.pack(reference.init_params(model.hidden_size, init_rng, model.init, dtype, n_in=x.shape[1]))
     params = flat.params
-    velocity = network.zeros(params) if train.momentum else None
+    velocity = kernel.zeros(params) if train.momentum else None
     n, history = len(x), []
-    one_hot = network.one_hot(y, network.N_CLASSES, dtype)
-    outputs = EpochOutputs(n, train.batch_size, network.N_CLASSES, dtype)
+    one_hot = kernel.one_hot_rows(y, reference.N_CLASSES, dtype)
+    outputs = EpochOutputs(n, train.batch_size, reference.N_CLASSES, dtype)
     # One workspace for full batches and one for a shorter last batch.
-    workspaces = {m: network.Workspace(params, m) for m in {train.batch_size, n % train.batch_size} if m}
-    best: tuple[float, network.Params, int] | None = None  # (val accuracy, weights, epoch)
+    workspaces = {m: kernel.Workspace(params, m) for m in {train.batch_size, n % train.batch_size} if m}
+    validation = Validation(x_val, y_val, params)
+    kept: tuple[EpochStats, reference.Params] | None = None
 
-    with threadpool_limits(limits=blas_threads(model.hidden_size, train.batch_size), user_api="blas"), \
-            switch_interval():
+    with (
+        threadpool_limits(limits=blas_threads(model.hidden_size, train.batch_size), user_api="blas"),
+        switch_interval(),
+    ):
         for epoch in range(1, train.epochs + 1):
             start = time.perf_counter()
             lr = train.lr * train.lr_decay ** (epoch - 1)
-            decay = lr * train.weight_decay
             order = order_rng.permutation(n)
-            batches = tqdm(shuffled_batches((x, one_hot), order, train.batch_size), total=len(outputs.views),
-                           desc=f"epoch {epoch}/{train.epochs}", unit="batch", disable=not progress, leave=False,
-                           mininterval=1.0)
-            for (xb, Yb), (logits, total) in zip(batches, outputs.views):
-                network.train_step(flat, xb, Yb, workspaces[len(xb)], lr, train.momentum, decay, velocity,
-                                   logits, total)
+            batches = tqdm(
+                shuffled_batches((x, one_hot), order, train.batch_size),
+                total=len(outputs.views),
+                desc=f"epoch {epoch}/{train.epochs}",
+                unit="batch",
+                disable=not progress,
+                leave=False,
+                mininterval=1.0,
+            )
+            for (xb, Yb), (logits, sums) in zip(batches, outputs.views):
+                kernel.fused_step(
+                    flat, xb, Yb, workspaces[len(xb)], lr, train.momentum, train.weight_decay, velocity, logits, sums
+                )
             seconds = time.perf_counter() - start
 
             if not np.isfinite(flat.vector).all():
                 raise TrainingError(
                     f"weights became non-finite in epoch {epoch} with train.lr={train.lr}; "
-                    "lower train.lr (or standardize the data) and run again")
-            val_loss, val_acc, _ = network.loss_and_accuracy(params, x_val, y_val)
+                    "lower train.lr (or standardize the data) and run again"
+                )
+            val_loss, val_acc = validation.score(params)
             train_loss, train_acc = outputs.statistics(y[order])
             stats = EpochStats(epoch, train_loss, train_acc, val_loss, val_acc, seconds)
             history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
-            if train.early_stopping:
-                # Ties go to the later epoch: 5,000 validation images move in steps of 0.02%, so
-                # plateaus are common, and with a decaying learning rate the later weights have
-                # settled more.
-                if best is None or val_acc >= best[0]:
-                    best = (val_acc, {k: v.copy(order="K") for k, v in params.items()}, epoch)
-                elif epoch - best[2] >= train.early_stopping:
-                    break
-    return (best[1] if best else params), history
+            if not train.early_stopping:
+                continue
+            # Ties go to the later epoch: 5,000 validation images move in steps of 0.02%, so
+            # plateaus are common, and with a decaying learning rate the later weights have settled more.
+            if kept is None or val_acc >= kept[0].val_accuracy:
+                kept = (stats, {k: v.copy(order="K") for k, v in params.items()})
+            elif epoch - kept[0].epoch >= train.early_stopping:
+                break
+    if kept is None:
+        kept = (history[-1], params)
+    return Fit(kept[1], history, kept[0])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig
-from .errors import DataError
-from .files import atomic_path, sha256_file, write_json
+from ..config import DataConfig
+from ..errors import DataError
+from ..files import save_npz, sha256_file, write_json
 from .idx import read_idx
 
 STATS_FILE = "stats.json"
@@ -54,23 +54,32 @@ def prepare(raw_dir: str | os.PathLike, cfg: DataConfig) -> tuple[dict[str, Spli
     if x_all.shape[1:] != x_test.shape[1:]:
         raise DataError(f"training images are {x_all.shape[1:]} but test images are {x_test.shape[1:]}")
     if cfg.val_size >= len(x_all):
-        raise DataError(f"data.val_size={cfg.val_size} leaves no training images out of {len(x_all)}; "
-                        f"set data.val_size below {len(x_all)}")
+        raise DataError(
+            f"data.val_size={cfg.val_size} leaves no training images out of {len(x_all)}; "
+            f"set data.val_size below {len(x_all)}"
+        )
 
     order = np.random.default_rng(cfg.split_seed).permutation(len(x_all))
-    val_idx, train_idx = np.sort(order[:cfg.val_size]), np.sort(order[cfg.val_size:])
+    val_idx, train_idx = np.sort(order[: cfg.val_size]), np.sort(order[cfg.val_size :])
     train_images = x_all[train_idx]
     # Statistics of the training split only (in [0, 1] units), accumulated in float64.
-    stats = {"scale": 255.0, "standardize": cfg.standardize,
-             "mean": float(train_images.mean(dtype=np.float64)) / 255.0,
-             "std": float(train_images.std(dtype=np.float64)) / 255.0,
-             "image_shape": list(x_all.shape[1:]),
-             "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(x_test)},
-             "raw_sha256": {spec.name: sha256_file(raw_dir / spec.name)
-                            for spec in (f.train_images, f.train_labels, f.test_images, f.test_labels)}}
-    splits = {"train": Split(transform(train_images, stats), y_all[train_idx]),
-              "val": Split(transform(x_all[val_idx], stats), y_all[val_idx]),
-              "test": Split(transform(x_test, stats), y_test)}
+    stats = {
+        "scale": 255.0,
+        "standardize": cfg.standardize,
+        "mean": float(train_images.mean(dtype=np.float64)) / 255.0,
+        "std": float(train_images.std(dtype=np.float64)) / 255.0,
+        "image_shape": list(x_all.shape[1:]),
+        "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(x_test)},
+        "raw_sha256": {
+            spec.name: sha256_file(raw_dir / spec.name)
+            for spec in (f.train_images, f.train_labels, f.test_images, f.test_labels)
+        },
+    }
+    splits = {
+        "train": Split(transform(train_images, stats), y_all[train_idx]),
+        "val": Split(transform(x_all[val_idx], stats), y_all[val_idx]),
+        "test": Split(transform(x_test, stats), y_test),
+    }
     return splits, stats
 
 
@@ -90,8 +99,7 @@ def save(out_dir: str | os.PathLike, splits: dict[str, Split], stats: dict) -> N
     out_dir = Path(out_dir)
     sums = {}
     for name, split in splits.items():
-        with atomic_path(out_dir / f"{name}.npz") as tmp:
-            np.savez(tmp, x=split.x, y=split.y)
+        save_npz(out_dir / f"{name}.npz", x=split.x, y=split.y)
         sums[f"{name}.npz"] = sha256_file(out_dir / f"{name}.npz")
     write_json(out_dir / STATS_FILE, {**stats, "processed_sha256": sums})
 

@@ -7,7 +7,7 @@ values and the model applies the normalize stage's transform itself (from the st
 logged with). Output: a DataFrame with the predicted `digit` and the probabilities `p0` ... `p9`.
 
 A tensor signature rather than 784 named columns: MLflow validates, stores and parses a signature
-per column, which made logging the model cost about a second per run (benchmarks/speed.py).
+per column, which makes logging the model slow (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy
 from mlflow.models import infer_signature
+from mlflow.pyfunc import PythonModel
 
-from . import data, network, weights
+from ..data import splits
+from ..model import reference, weights
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 
@@ -31,31 +33,38 @@ def probabilities_frame(P: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"digit": P.argmax(axis=1), **{f"p{d}": P[:, d] for d in range(P.shape[1])}})
 
 
-class DigitModel(mlflow.pyfunc.PythonModel):
+class DigitModel(PythonModel):
     def load_context(self, context) -> None:
         self.params = weights.load(context.artifacts["weights"])
         self.stats = json.loads(Path(context.artifacts["stats"]).read_text())
 
     def predict(self, context, model_input, params: dict | None = None) -> pd.DataFrame:
-        x = np.asarray(model_input, dtype=np.float32).reshape(-1, network.N_INPUTS)
+        x = np.asarray(model_input, dtype=np.float32).reshape(-1, reference.N_INPUTS)
         if (params or {}).get("raw_pixels", False):
-            x = data.transform(x, self.stats)
-        return probabilities_frame(network.forward(self.params, x.astype(self.params["W1"].dtype)).P)
+            x = splits.transform(x, self.stats)
+        return probabilities_frame(reference.predict_proba(self.params, x.astype(self.params["W1"].dtype)))
 
 
 def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None:
     """Log the pyfunc model into the active run, with a signature and an input example."""
-    example = np.ascontiguousarray(example, dtype=np.float32).reshape(-1, network.N_INPUTS)
-    output = probabilities_frame(network.forward(weights.load(weights_path), example).P)
+    example = np.ascontiguousarray(example, dtype=np.float32).reshape(-1, reference.N_INPUTS)
+    output = probabilities_frame(reference.predict_proba(weights.load(weights_path), example))
     with warnings.catch_warnings():
         # MLflow's advice on integer columns and on type hints does not apply: the signature is explicit.
         warnings.filterwarnings("ignore", message=".*(integer column|Add type hints).*", category=UserWarning)
         mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=str(Path(__file__).with_name("served_model.py")),
+            name=MODEL_NAME,
+            python_model=str(Path(__file__).with_name("served_model.py")),
             artifacts={"weights": str(weights_path), "stats": str(stats_path)},
-            signature=infer_signature(example, output, params={"raw_pixels": False}), input_example=example,
+            signature=infer_signature(example, output, params={"raw_pixels": False}),
+            input_example=example,
             # Ship the package with the model so it loads wherever MLflow runs it, and name the
             # requirements instead of letting MLflow infer them (slow, and it imports everything).
             code_paths=[str(Path(__file__).parent)],
-            pip_requirements=[f"numpy=={np.__version__}", f"scipy=={scipy.__version__}", f"pandas=={pd.__version__}",
-                              f"mlflow=={mlflow.__version__}"])
+            pip_requirements=[
+                f"numpy=={np.__version__}",
+                f"scipy=={scipy.__version__}",
+                f"pandas=={pd.__version__}",
+                f"mlflow=={mlflow.__version__}",
+            ],
+        )

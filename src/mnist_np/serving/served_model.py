@@ -5,6 +5,6 @@ Logged as a file instead of a pickled object, so loading the model never unpickl
 
 from mlflow.models import set_model
 
-from mnist_np.serving import DigitModel
+from mnist_np.serving.pyfunc import DigitModel
 
 set_model(DigitModel())

@@ -1,0 +1,177 @@
+"""The work of the train and evaluate stages, each in one MLflow run, shared by every entry point.
+
+The DVC entry points (pipelines/train.py, evaluate.py) and the sweep jobs call these, so every run
+logs the same things in the same way. One `dvc repro` is one MLflow run: `train_run` opens it and
+tags it with the SHA-256 of the weights it wrote; `evaluate_run` finds that run again by the
+weights it is given. No run id is written into the pipeline's outputs, so the same data, code and
+params reproduce them byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from .. import config
+from ..data import splits
+from ..errors import DataError
+from ..files import atomic_path, sha256_file, write_json
+from ..model import reference, weights
+from ..serving import pyfunc
+from ..tracking import runs, store
+from ..training import loop, metrics
+from . import plots
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.npz"
+HISTORY_FILE = "training.csv"
+METRICS_FILE = "metrics.json"
+CLASSIFICATION_FILE = "classification.json"
+PREDICTIONS_FILE = "predictions.csv"
+WEIGHTS_TAG = "weights.sha256"  # ties the train stage's run to the weights file it wrote
+PIPELINE_ENTRY_POINT = "dvc"
+
+
+def run_name(cfg: config.Config) -> str:
+    """Short MLflow run name with the usual sweep axes, e.g. h10-lr0.1-b32."""
+    return f"h{cfg.model.hidden_size}-lr{cfg.train.lr:g}-b{cfg.train.batch_size}"
+
+
+def data_checksums(processed_dir: Path) -> dict[str, str]:
+    """SHA-256 of the raw downloads and of the processed training data, as normalize recorded them."""
+    stats = splits.load_stats(processed_dir)
+    processed = stats["processed_sha256"]
+    return {**stats["raw_sha256"], **{name: processed[name] for name in ("train.npz", "val.npz")}}
+
+
+def train(
+    cfg: config.Config, processed_dir: str | Path, out_dir: str | Path, history_path: str | Path, progress: bool = True
+) -> loop.Fit:
+    """Train on the processed data into the active MLflow run: params, per-epoch metrics, the
+    weights (out_dir/model.npz, also an artifact), the pyfunc model and the per-epoch history CSV."""
+    processed_dir, weights_path = Path(processed_dir), Path(out_dir) / WEIGHTS_FILE
+    train_split, val_split = splits.load(processed_dir, "train"), splits.load(processed_dir, "val")
+    mlflow.log_params(config.flatten(cfg))
+    epoch_metrics = runs.EpochMetrics()
+
+    def on_epoch(stats: loop.EpochStats) -> None:
+        values = dataclasses.asdict(stats)
+        epoch = values.pop("epoch")
+        epoch_metrics.log({("epoch_seconds" if k == "seconds" else k): v for k, v in values.items()}, step=epoch)
+        log.info(
+            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
+            epoch,
+            cfg.train.epochs,
+            stats.train_loss,
+            stats.train_accuracy,
+            stats.val_loss,
+            stats.val_accuracy,
+            stats.seconds,
+        )
+
+    try:
+        fit = loop.fit(
+            train_split.x,
+            train_split.y,
+            val_split.x,
+            val_split.y,
+            cfg.model,
+            cfg.train,
+            on_epoch=on_epoch,
+            progress=progress,
+        )
+        weights.save(weights_path, fit.params)
+        # Wall-clock seconds stay out of the versioned history (they differ on every run); MLflow has them.
+        history = pd.DataFrame([dataclasses.asdict(s) for s in fit.history]).drop(columns="seconds")
+        with atomic_path(history_path) as tmp:
+            history.to_csv(tmp, index=False)
+        mlflow.set_tag(WEIGHTS_TAG, sha256_file(weights_path))
+        mlflow.log_artifact(str(weights_path), artifact_path="weights")
+        pyfunc.log_model(weights_path, processed_dir / splits.STATS_FILE, val_split.x[:1])
+        # The run's totals go out with the last epochs' metrics, after the model: log_model copies
+        # every metric already logged at step 0 onto the model, one query per metric name.
+        epoch_metrics.log(
+            {
+                "train_seconds": sum(s.seconds for s in fit.history),
+                "epochs_run": len(fit.history),
+                "kept_epoch": fit.kept.epoch,
+                "kept_val_accuracy": fit.kept.val_accuracy,
+            },
+            step=0,
+        )
+    finally:
+        epoch_metrics.flush()  # also when training or logging fails: no epoch is lost
+    return fit
+
+
+def evaluate(params: reference.Params, processed_dir: str | Path, reports_dir: str | Path) -> dict[str, float]:
+    """Score the weights on the test split; write the reports and log them into the active MLflow run."""
+    reports_dir = Path(reports_dir)
+    test = splits.load(Path(processed_dir), "test")
+    loss, accuracy, predicted = metrics.evaluate(params, test.x.astype(params["W1"].dtype, copy=False), test.y)
+    confusion = metrics.confusion_matrix(test.y, predicted)
+    classes = metrics.per_class(confusion)
+    summary = {
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "test_macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
+    }
+    write_json(reports_dir / METRICS_FILE, summary)
+    write_json(
+        reports_dir / CLASSIFICATION_FILE,
+        {
+            "per_class": classes,
+            "confusion_matrix": confusion.tolist(),
+            "confusion_axes": "rows = actual, columns = predicted",
+        },
+    )
+    # One row per test image: the form `dvc plots` needs for its confusion template.
+    with atomic_path(reports_dir / PREDICTIONS_FILE) as tmp:
+        pd.DataFrame({"actual": test.y, "predicted": predicted}).to_csv(tmp, index=False)
+    mlflow.log_metrics(summary)
+    mlflow.log_figure(plots.confusion_heatmap(confusion), "plots/confusion_matrix.png")
+    mlflow.log_figure(plots.misclassified_grid(test.x, test.y, predicted), "plots/misclassified.png")
+    for name in (METRICS_FILE, CLASSIFICATION_FILE):
+        mlflow.log_artifact(str(reports_dir / name), artifact_path="reports")
+    return summary
+
+
+def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> str:
+    """The train stage: one new MLflow run in the project store; returns its id."""
+    checksums = data_checksums(processed_dir)  # also fails fast when normalize has not run
+    root = store.repo_root()
+    experiment_id = store.setup(cfg.tracking.experiment, root)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name(cfg), tags=runs.run_tags(root, checksums, PIPELINE_ENTRY_POINT)
+    ) as run:
+        train(cfg, processed_dir, models_dir, reports_dir / HISTORY_FILE)
+    return run.info.run_id
+
+
+def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> tuple[str, dict]:
+    """The evaluate stage: score models/model.npz in the MLflow run that wrote it; returns (run id, metrics)."""
+    weights_path = models_dir / WEIGHTS_FILE
+    params = weights.load(weights_path)
+    experiment_id = store.setup(cfg.tracking.experiment)
+    digest = sha256_file(weights_path)
+    found = MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.`{WEIGHTS_TAG}` = '{digest}' and tags.entry_point = '{PIPELINE_ENTRY_POINT}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not found:
+        raise DataError(
+            f"no run in MLflow experiment {cfg.tracking.experiment!r} at {mlflow.get_tracking_uri()} "
+            f"wrote {weights_path}; train into this store again with `dvc repro --force train`"
+        )
+    with mlflow.start_run(run_id=found[0].info.run_id) as run:
+        summary = evaluate(params, processed_dir, reports_dir)
+    return run.info.run_id, summary

@@ -1,0 +1,110 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py). Test modules import this,
+never each other."""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mnist_np import config
+from mnist_np.data.idx import write_idx
+from mnist_np.files import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SWEEP = str(REPO / "pipelines" / "sweep.py")
+NAMES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+_COMPOSED: dict[tuple[str, ...], dict] = {}
+
+
+def composed(*overrides: str) -> dict:
+    """conf/ composed with Hydra (as a fresh plain dict); each distinct composition is done once."""
+    if overrides not in _COMPOSED:
+        _COMPOSED[overrides] = config.compose(REPO / "conf", overrides)
+    return copy.deepcopy(_COMPOSED[overrides])
+
+
+def project_config(*overrides: str) -> config.Config:
+    """The project's validated configuration, with Hydra overrides."""
+    return config.validate(composed(*overrides))
+
+
+def write_tiny_mnist(directory: Path, n_train: int = 120, n_test: int = 40, seed: int = 0) -> dict[str, Path]:
+    """Four small IDX files whose images carry their label as a bright column, so they are learnable."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for prefix, n in (("train", n_train), ("test", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        images[np.arange(n), :, 2 + 2 * labels] = 255
+        paths[f"{prefix}_images"] = directory / NAMES[f"{prefix}_images"]
+        paths[f"{prefix}_labels"] = directory / NAMES[f"{prefix}_labels"]
+        write_idx(paths[f"{prefix}_images"], images)
+        write_idx(paths[f"{prefix}_labels"], labels)
+    return paths
+
+
+def tiny_config(paths: dict[str, Path], *overrides: str) -> config.Config:
+    """The project config pointed at tiny files (with their own checksums)."""
+    raw = composed(*overrides)
+    for key, path in paths.items():
+        raw["data"]["files"][key] = {"name": path.name, "sha256": sha256_file(path)}
+    return config.validate(raw)
+
+
+def tiny_problem(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """n random float32 images (n, 784) whose label sets one pixel: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, size=n)
+    x = rng.uniform(0, 0.2, size=(n, 784)).astype(np.float32)
+    x[np.arange(n), y * 7] = 1.0
+    return x, y
+
+
+def run(
+    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """Run a command, failing the test with its output when `check` and it exits non-zero."""
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def sweep(workdir: Path, env: dict, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    """pipelines/sweep.py -m in `workdir`, 1 epoch, on tiny data (validation split of 20)."""
+    cmd = [
+        sys.executable,
+        SWEEP,
+        "-m",
+        f"hydra.sweep.dir={workdir / 'multirun'}",
+        "train.epochs=1",
+        "data.val_size=20",
+        *overrides,
+    ]
+    return run(cmd, workdir, env, check, timeout=600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without MLflow or DVC settings, with the venv's bin first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **extra}

@@ -1,0 +1,97 @@
+"""The package's shape: layers that never import upward, dvc.yaml code deps that match what each
+stage imports, test modules that never import each other."""
+
+import ast
+import modulefinder
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO
+
+SRC = REPO / "src"
+PACKAGE = SRC / "mnist_np"
+# Bottom to top; a module may import from its own layer and the ones before it.
+LAYERS = ["(base)", "data", "model", "training", "tracking", "serving", "experiments"]
+NOT_DEPS = {"__init__.py", "cli.py", "errors.py"}  # they only format failures; see dvc.yaml
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 2 and parts[1] in LAYERS else 0
+
+
+def project_imports(path: Path) -> set[str]:
+    """The mnist_np modules a file imports, as dotted names."""
+    package = ".".join(path.relative_to(SRC).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names = [f"{module}.{a.name}" for a in node.names]
+            found.update(
+                n
+                for n in [module, *names]
+                if (SRC / Path(*n.split("."))).with_suffix(".py").is_file() or (SRC / Path(*n.split("."))).is_dir()
+            )
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("mnist_np.")}
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_from_a_layer_above_its_own(path):
+    module = ".".join(path.relative_to(SRC).with_suffix("").parts)
+    upward = [m for m in project_imports(path) if layer_of(m) > layer_of(module)]
+    assert not upward, f"{module} ({LAYERS[layer_of(module)]}) imports {upward} from a layer above"
+
+
+def test_every_sub_package_is_a_known_layer():
+    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(LAYERS[1:])
+
+
+def test_comparing_runs_does_not_load_hydra():
+    code = "import sys, mnist_np.experiments.compare; print(any(m.startswith('hydra') for m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def stage_code_deps(stage: dict) -> set[Path]:
+    """The files a stage's code deps stand for (a folder stands for its .py files)."""
+    files = set()
+    for dep in stage["deps"]:
+        path = REPO / dep
+        if dep.startswith(("src/", "pipelines/")):
+            files |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    return {f for f in files if f.name not in NOT_DEPS}
+
+
+@pytest.mark.parametrize("name", ["download", "normalize", "train", "evaluate"])
+def test_dvc_yaml_code_deps_are_exactly_what_the_stage_imports(name):
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
+    script = REPO / stage["cmd"].split()[1]
+    finder = modulefinder.ModuleFinder(path=[str(SRC)])  # only our package: third-party imports are skipped
+    finder.run_script(str(script))
+    imported = {Path(m.__file__) for n, m in finder.modules.items() if n.startswith("mnist_np") and m.__file__}
+    imported = {f for f in imported if f.name not in NOT_DEPS} | {script}
+    listed = stage_code_deps(stage)
+    assert listed == imported, (
+        f"missing from dvc.yaml: {sorted(map(str, imported - listed))}; "
+        f"listed but not imported: {sorted(map(str, listed - imported))}"
+    )
+
+
+def test_test_modules_never_import_each_other():
+    tests = {p.stem for p in (REPO / "tests").glob("test_*.py")} | {"conftest"}
+    for path in (REPO / "tests").glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+        assert not names & tests, f"{path.name} imports {names & tests}; shared helpers belong in helpers.py"
