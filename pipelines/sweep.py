@@ -10,6 +10,7 @@ Needs the prepared data: run `dvc repro normalize` first. Outputs go under multi
 import hydra
 from omegaconf import DictConfig
 
+from mnist_np import cli
 from mnist_np.experiments import sweep
 
 
@@ -18,5 +19,13 @@ def main(cfg: DictConfig) -> float:
     return sweep.run_job(cfg)
 
 
+def run_sweep() -> None:
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's parent ends KILLED, not FAILED
+        sweep.end_open_sweeps("KILLED")
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli.run(run_sweep)

@@ -5,7 +5,9 @@ Every test starts from the fixture's first `dvc repro`, whatever ran before it."
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from helpers import REPO, clean_env, run
+from helpers import REPO, Watched, clean_env, run, wait_for
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -190,7 +192,7 @@ def test_diverging_training_marks_the_run_failed_and_writes_no_weights(project, 
         env,
         check=False,
     )
-    assert done.returncode == 2 and "non-finite" in done.stderr, done.stderr
+    assert done.returncode == 3 and "non-finite" in done.stderr, done.stderr
     assert not (tmp_path / "m" / "model.npz").exists() and not (tmp_path / "r").exists()
     newest = runs(dest)[-1]
     assert newest.info.status == "FAILED" and newest.data.params["train.lr"] == str(1e20)
@@ -225,3 +227,34 @@ def test_queued_experiments_log_into_the_repository_store(project):
         assert exp["metrics"]["reports/metrics.json"]["data"]["test_accuracy"] == pytest.approx(
             r.data.metrics["test_accuracy"]
         )
+
+
+def stage_processes(script: str, cwd: Path) -> list[int]:
+    """Pids of running `python <script>` processes whose working directory is `cwd`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if any(arg.decode().endswith(script) for arg in argv) and Path(os.readlink(proc / "cwd")) == cwd:
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_a_stopped_dvc_does_not_leave_its_stage_training(project, tmp_path):
+    dest, env, _ = project
+    copy = tmp_path / "copy"  # this test leaves a half-run workspace behind: not in the shared project
+    shutil.copytree(dest, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["train"]["epochs"] = 100000
+    (copy / "params.yaml").write_text(yaml.safe_dump(params))
+    dvc = Watched(["dvc", "repro", "-s", "train"], copy, env)
+    dvc.wait_for_line("epoch 3/100000")
+    assert len(stage_processes("pipelines/train.py", copy)) == 1
+    dvc.stop(signal.SIGKILL)  # DVC gets no chance to clean up or pass a signal on
+    wait_for(lambda: not stage_processes("pipelines/train.py", copy), timeout=30, what="the stage to stop")
+    newest = runs(copy)[-1]
+    assert (
+        newest.info.status == "KILLED" and len(store(copy).get_metric_history(newest.info.run_id, "val_accuracy")) >= 3
+    )

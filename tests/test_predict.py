@@ -44,7 +44,8 @@ def trained(tmp_path_factory, mnist_mirror):
     try:
         experiment_id = store.setup("mnist", root)
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            stages.train(cfg, root / "data" / "processed", root / "models", root / "training.csv", progress=False)
+            data = stages.load_training_data(cfg, root / "data" / "processed")
+            stages.train(cfg, data, root / "models", root / "training.csv", progress=False)
     finally:
         mlflow.set_tracking_uri(session_uri)
     images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:N]

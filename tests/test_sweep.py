@@ -81,7 +81,8 @@ def test_joblib_launcher_with_more_jobs_than_workers_loses_nothing(workdir):
 
 def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
     work, env = workdir
-    sweep(work, env, "hydra/sweeper=mnist_optuna", "hydra.sweeper.n_trials=3")
+    small_batches = "train.batch_size=choice(16,32,64)"  # the tiny data has 100 training images
+    sweep(work, env, "hydra/sweeper=mnist_optuna", "hydra.sweeper.n_trials=3", small_batches)
     parent, children = parent_and_children(env)
     assert len(children) == 3 and parent["status"] == "FINISHED"
     assert parent["params.sweep.sweeper"].endswith("OptunaSweeper")
@@ -90,21 +91,46 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
     assert set(result["best_params"]) == {"train.lr", "train.batch_size", "model.hidden_size"}
     first = sorted(zip(children["params.train.lr"], children["params.model.hidden_size"]))
     # The same seed proposes the same trials again.
-    sweep(work, env, "hydra/sweeper=mnist_optuna", "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={work / 'again'}")
+    sweep(
+        work,
+        env,
+        "hydra/sweeper=mnist_optuna",
+        "hydra.sweeper.n_trials=3",
+        small_batches,
+        f"hydra.sweep.dir={work / 'again'}",
+    )
     runs = runs_in(env)
     latest = runs[runs["tags.sweep"] == "parent"].sort_values("start_time").iloc[-1]
     again = runs[runs["tags.mlflow.parentRunId"] == latest["run_id"]]
     assert sorted(zip(again["params.train.lr"], again["params.model.hidden_size"])) == first
 
 
-def test_bad_override_fails_and_leaves_no_run_running(workdir):
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (["train.lr=0.1,-5"], "train.lr=-5.0 is invalid"),
+        (
+            ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_size=8,0"],
+            "model.hidden_size=0 is invalid",
+        ),
+        (["train.batch_size=16,500"], "train.batch_size=500 is larger than the 100 training images"),
+        (
+            [
+                "hydra/sweeper=mnist_optuna",
+                "hydra.sweeper.n_trials=2",
+                "train.lr=interval(-1,0.5)",
+            ],
+            "train.lr=-1.0 is invalid",
+        ),
+    ],
+)
+def test_every_combination_is_checked_before_the_first_job(workdir, overrides, named):
     work, env = workdir
-    done = sweep(work, env, "train.lr=-1,0.1", check=False)
-    assert done.returncode != 0 and "train.lr=-1.0 is invalid" in done.stderr
-    runs = runs_in(env)
-    assert not runs.empty and "RUNNING" not in set(runs["status"])
-    parents = runs[runs["tags.sweep"] == "parent"]
-    assert len(parents) == 1 and parents["status"].iloc[0] == "FAILED"
+    done = sweep(work, env, *overrides, check=False)
+    assert done.returncode == 2 and named in done.stderr, done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
+    assert runs_in(env).empty  # no parent, no child: nothing started
+    assert not list((work / "multirun").glob("*/model.npz"))
 
 
 def test_data_settings_other_than_the_prepared_data_are_refused(workdir):

@@ -68,12 +68,13 @@ def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mni
     mirror, cfg = tiny_mnist
     processed = tmp_path / "processed"
     splits.save(processed, *splits.prepare(mirror, cfg.data))
+    data = stages.load_training_data(cfg, processed)
     (processed / splits.STATS_FILE).unlink()  # logging the served model needs it: fails after training
     experiment = store.setup("fails-late")
     with (
         pytest.raises(mlflow.exceptions.MlflowException, match="stats.json"),
         mlflow.start_run(experiment_id=experiment) as run,
     ):
-        stages.train(cfg, processed, tmp_path, tmp_path / "training.csv", progress=False)
+        stages.train(cfg, data, tmp_path, tmp_path / "training.csv", progress=False)
     assert [step for step, _ in history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"

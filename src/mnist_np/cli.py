@@ -1,28 +1,112 @@
-"""What every entry point shares: logging set-up and turning a user error into one line and exit code 2."""
+"""What every entry point shares: logging, stopping cleanly on a signal, and one line per failure.
+
+A foreseeable failure ends in one line `error: ...` naming the problem and the fix, no traceback,
+and an exit status that tells failures apart:
+
+    2    bad input (UserError: parameters, files, the tracking store)
+    3    training diverged (TrainingError)
+    130  interrupted (Ctrl-C, SIGINT)
+    143  terminated (SIGTERM: kill, timeout, a CI cancel, a scheduler, or the parent DVC process dying)
+
+SIGTERM is turned into the same exception as Ctrl-C, so a run stopped either way unwinds the same
+path: finished epochs are flushed to MLflow, the run ends KILLED, half-written files are removed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
-from .errors import UserError
+from .errors import TrainingError, UserError
+
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so it unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise Terminated in the main thread (a no-op elsewhere, where Python forbids it)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _dvc_ancestor(levels: int = 3) -> int | None:
+    """The pid of the `dvc` process this one runs under (its parent, or the shell's parent), if any."""
+    pid = os.getppid()
+    for _ in range(levels):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # no /proc (not Linux), or the process is gone
+            return None
+        if any(Path(arg.decode(errors="replace")).name == "dvc" for arg in argv[:2]):
+            return pid
+        pid = parent
+    return None
+
+
+def stop_with_dvc(interval_s: float = 1.0) -> None:
+    """SIGTERM this process when the `dvc` process that started it ends: a stopped `dvc repro`
+    must not leave its stage training and writing outputs behind its back (DVC does not pass
+    its own SIGTERM on)."""
+    dvc, parent = _dvc_ancestor(), os.getppid()
+    if dvc is None:
+        return
+
+    def alive() -> bool:  # a dead process that nobody has reaped yet is a zombie ("Z")
+        try:
+            return Path(f"/proc/{dvc}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def watch() -> None:
+        while alive() and os.getppid() == parent:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="dvc-watch", daemon=True).start()
+
+
+def report(exc: BaseException) -> int:
+    """Print the one line for a foreseeable failure; return its exit status."""
+    if isinstance(exc, Terminated):
+        print("error: terminated (SIGTERM); finished epochs are in MLflow, the run is marked KILLED", file=sys.stderr)
+        return EXIT_TERMINATED
+    if isinstance(exc, KeyboardInterrupt):
+        print("error: interrupted; finished epochs are in MLflow, the run is marked KILLED", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_DIVERGED if isinstance(exc, TrainingError) else EXIT_USER_ERROR
 
 
 def run(main: Callable[[], object]) -> None:
+    """Run an entry point's main(); foreseeable failures become one line and a distinct exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    stop_on_sigterm()
+    stop_with_dvc()
     try:
         main()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except (UserError, KeyboardInterrupt) as exc:
+        sys.exit(report(exc))
 
 
 def stage_args(doc: str, **paths: str) -> argparse.Namespace:
     """Arguments of a DVC stage entry point: --params and one --<name> option per path (with its default)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="the parameters (default: params.yaml)")
     for name, default in paths.items():
-        parser.add_argument(f"--{name}", default=default)
+        parser.add_argument(f"--{name}", default=default, help=f"(default: {default})")
     return parser.parse_args()

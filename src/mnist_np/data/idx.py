@@ -8,7 +8,9 @@ Files ending in ``.gz`` are (de)compressed transparently.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,7 @@ _TYPES = {
     0x0E: np.dtype(">f8"),
 }
 _CODES = {dtype.newbyteorder("="): code for code, dtype in _TYPES.items()}
+MAX_BYTES = 1 << 30  # MNIST's largest file unpacks to 47 MB; a corrupt or hostile one stops here
 
 
 def _open(path: Path, mode: str):
@@ -45,7 +48,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     if ndim == 0 or len(raw) < header:
         raise DataError(f"{name}: IDX header declares {ndim} dimensions but the file ends at byte {len(raw)}")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # Python ints: a hostile header cannot overflow it
     if len(raw) != expected:
         problem = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(
@@ -61,9 +64,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with _open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip raises these for corrupt or cut-off streams
+            raw = f.read(MAX_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises these for corrupt or cut-off streams
         raise DataError(f"{path}: cannot read ({exc}); download it again") from exc
+    if len(raw) > MAX_BYTES:
+        raise DataError(f"{path}: unpacks to more than {MAX_BYTES} bytes, far more than MNIST; download it again")
     return parse_idx(raw, str(path))
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..files import save_npz, sha256_file, write_json
+from ..files import load_npz, save_npz, sha256_file, write_json
 from .idx import read_idx
 
 STATS_FILE = "stats.json"
@@ -104,17 +104,38 @@ def save(out_dir: str | os.PathLike, splits: dict[str, Split], stats: dict) -> N
     write_json(out_dir / STATS_FILE, {**stats, "processed_sha256": sums})
 
 
+REDO_NORMALIZE = "prepare the data again with `dvc repro --force normalize`"
+
+
 def load(processed_dir: str | os.PathLike, name: str) -> Split:
-    """Load one processed split written by `save`."""
+    """Load one processed split written by `save`, checking it is what `save` writes."""
     path = Path(processed_dir) / f"{name}.npz"
     if not path.is_file():
         raise DataError(f"{path} not found; run the normalize stage first (dvc repro normalize)")
-    with np.load(path, allow_pickle=False) as z:
-        return Split(z["x"], z["y"])
+    arrays = load_npz(path, REDO_NORMALIZE)
+    x, y = arrays.get("x"), arrays.get("y")
+    if x is None or y is None:
+        raise DataError(f"{path} lacks the arrays x and y (it holds {sorted(arrays)}); {REDO_NORMALIZE}")
+    if (
+        x.ndim != 2
+        or not np.issubdtype(x.dtype, np.floating)
+        or y.shape != (len(x),)
+        or not np.issubdtype(y.dtype, np.integer)
+    ):
+        raise DataError(
+            f"{path} holds x {x.dtype} {x.shape} and y {y.dtype} {y.shape}, expected float images "
+            f"(n, pixels) and integer labels (n,); {REDO_NORMALIZE}"
+        )
+    return Split(x, y)
 
 
 def load_stats(processed_dir: str | os.PathLike) -> dict:
     path = Path(processed_dir) / STATS_FILE
     if not path.is_file():
         raise DataError(f"{path} not found; run the normalize stage first (dvc repro normalize)")
-    return json.loads(path.read_text())
+    try:
+        stats = json.loads(path.read_text())
+        _ = stats["sizes"]["train"], stats["standardize"], stats["mean"], stats["std"], stats["processed_sha256"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not the normalize stage's statistics ({exc!r}); {REDO_NORMALIZE}") from exc
+    return stats

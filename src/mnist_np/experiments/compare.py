@@ -88,6 +88,8 @@ def runs_table(
             table[name] = _numeric(runs[f"params.{name}"])
     for name in METRICS:
         table[name] = runs.get(f"metrics.{name}")
+    if "tags.failure" in runs:  # why a run FAILED (training diverged, say)
+        table["failure"] = runs["tags.failure"]
     table["epochs_run"] = table["epochs_run"].astype("Int64")  # MLflow stores every metric as a float
     if sort not in table:
         raise UserError(

@@ -51,13 +51,37 @@ def data_checksums(processed_dir: Path) -> dict[str, str]:
     return {**stats["raw_sha256"], **{name: processed[name] for name in ("train.npz", "val.npz")}}
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """The processed training and validation splits, loaded and checked before any run opens."""
+
+    train: splits.Split
+    val: splits.Split
+    stats_path: Path  # the normalize stage's statistics, logged with the served model
+    checksums: dict[str, str]
+
+
+def load_training_data(cfg: config.Config, processed_dir: str | Path) -> TrainingData:
+    """Everything training reads from disk, checked, so that bad data or settings that cannot work
+    on it fail with one line before an MLflow run exists."""
+    processed_dir = Path(processed_dir)
+    checksums = data_checksums(processed_dir)
+    data = TrainingData(
+        splits.load(processed_dir, "train"),
+        splits.load(processed_dir, "val"),
+        processed_dir / splits.STATS_FILE,
+        checksums,
+    )
+    loop.check_feasible(cfg.train, len(data.train.y))
+    return data
+
+
 def train(
-    cfg: config.Config, processed_dir: str | Path, out_dir: str | Path, history_path: str | Path, progress: bool = True
+    cfg: config.Config, data: TrainingData, out_dir: str | Path, history_path: str | Path, progress: bool = True
 ) -> loop.Fit:
-    """Train on the processed data into the active MLflow run: params, per-epoch metrics, the
-    weights (out_dir/model.npz, also an artifact), the pyfunc model and the per-epoch history CSV."""
-    processed_dir, weights_path = Path(processed_dir), Path(out_dir) / WEIGHTS_FILE
-    train_split, val_split = splits.load(processed_dir, "train"), splits.load(processed_dir, "val")
+    """Train into the active MLflow run: params, per-epoch metrics, the weights (out_dir/model.npz,
+    also an artifact), the pyfunc model and the per-epoch history CSV."""
+    weights_path = Path(out_dir) / WEIGHTS_FILE
     mlflow.log_params(config.flatten(cfg))
     epoch_metrics = runs.EpochMetrics()
 
@@ -78,10 +102,10 @@ def train(
 
     try:
         fit = loop.fit(
-            train_split.x,
-            train_split.y,
-            val_split.x,
-            val_split.y,
+            data.train.x,
+            data.train.y,
+            data.val.x,
+            data.val.y,
             cfg.model,
             cfg.train,
             on_epoch=on_epoch,
@@ -94,7 +118,7 @@ def train(
             history.to_csv(tmp, index=False)
         mlflow.set_tag(WEIGHTS_TAG, sha256_file(weights_path))
         mlflow.log_artifact(str(weights_path), artifact_path="weights")
-        pyfunc.log_model(weights_path, processed_dir / splits.STATS_FILE, val_split.x[:1])
+        pyfunc.log_model(weights_path, data.stats_path, data.val.x[:1])
         # The run's totals go out with the last epochs' metrics, after the model: log_model copies
         # every metric already logged at step 0 onto the model, one query per metric name.
         epoch_metrics.log(
@@ -111,10 +135,12 @@ def train(
     return fit
 
 
-def evaluate(params: reference.Params, processed_dir: str | Path, reports_dir: str | Path) -> dict[str, float]:
-    """Score the weights on the test split; write the reports and log them into the active MLflow run."""
+def evaluate(
+    params: reference.Params, test: splits.Split, reports_dir: str | Path, log_metrics: bool = True
+) -> dict[str, float]:
+    """Score the weights on the test split; write the reports and log them into the active MLflow
+    run (the metrics only when `log_metrics`, so that scoring a run again adds no duplicate points)."""
     reports_dir = Path(reports_dir)
-    test = splits.load(Path(processed_dir), "test")
     loss, accuracy, predicted = metrics.evaluate(params, test.x.astype(params["W1"].dtype, copy=False), test.y)
     confusion = metrics.confusion_matrix(test.y, predicted)
     classes = metrics.per_class(confusion)
@@ -135,7 +161,8 @@ def evaluate(params: reference.Params, processed_dir: str | Path, reports_dir: s
     # One row per test image: the form `dvc plots` needs for its confusion template.
     with atomic_path(reports_dir / PREDICTIONS_FILE) as tmp:
         pd.DataFrame({"actual": test.y, "predicted": predicted}).to_csv(tmp, index=False)
-    mlflow.log_metrics(summary)
+    if log_metrics:
+        mlflow.log_metrics(summary)
     mlflow.log_figure(plots.confusion_heatmap(confusion), "plots/confusion_matrix.png")
     mlflow.log_figure(plots.misclassified_grid(test.x, test.y, predicted), "plots/misclassified.png")
     for name in (METRICS_FILE, CLASSIFICATION_FILE):
@@ -145,13 +172,15 @@ def evaluate(params: reference.Params, processed_dir: str | Path, reports_dir: s
 
 def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> str:
     """The train stage: one new MLflow run in the project store; returns its id."""
-    checksums = data_checksums(processed_dir)  # also fails fast when normalize has not run
+    data = load_training_data(cfg, processed_dir)
     root = store.repo_root()
     experiment_id = store.setup(cfg.tracking.experiment, root)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name(cfg), tags=runs.run_tags(root, checksums, PIPELINE_ENTRY_POINT)
-    ) as run:
-        train(cfg, processed_dir, models_dir, reports_dir / HISTORY_FILE)
+    tags = runs.run_tags(root, data.checksums, PIPELINE_ENTRY_POINT)
+    with (
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run,
+        runs.ended_on_failure(),
+    ):
+        train(cfg, data, models_dir, reports_dir / HISTORY_FILE)
     return run.info.run_id
 
 
@@ -159,6 +188,7 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
     """The evaluate stage: score models/model.npz in the MLflow run that wrote it; returns (run id, metrics)."""
     weights_path = models_dir / WEIGHTS_FILE
     params = weights.load(weights_path)
+    test = splits.load(processed_dir, "test")
     experiment_id = store.setup(cfg.tracking.experiment)
     digest = sha256_file(weights_path)
     found = MlflowClient().search_runs(
@@ -172,6 +202,7 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
             f"no run in MLflow experiment {cfg.tracking.experiment!r} at {mlflow.get_tracking_uri()} "
             f"wrote {weights_path}; train into this store again with `dvc repro --force train`"
         )
-    with mlflow.start_run(run_id=found[0].info.run_id) as run:
-        summary = evaluate(params, processed_dir, reports_dir)
+    scored = "test_accuracy" in found[0].data.metrics  # evaluated before: same weights, same numbers
+    with mlflow.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
+        summary = evaluate(params, test, reports_dir, log_metrics=not scored)
     return run.info.run_id, summary

@@ -1,38 +1,49 @@
 """Hydra sweeps logged to MLflow: one parent run per multirun, one nested child run per job.
 
 `SweepCallback` (registered under `hydra.callbacks` in conf/config.yaml) runs in the launching
-process: before any job starts it validates the config, checks the prepared data, makes sure the
-store and experiment exist (so parallel workers never race to create them) and opens the parent
-run; when the sweep ends it records the best child's parameters and metrics on the parent. Jobs
-find the parent through a file in the sweep directory, which works for every launcher, in-process
-or in worker processes.
+process: before any job starts it checks every combination the sweep will launch (for Optuna,
+every bound and choice of the search space) against the schema and the prepared data, makes sure
+the store and experiment exist (so parallel workers never race to create them) and opens the
+parent run. Jobs find the parent through an environment variable, which in-process jobs and
+worker processes started afterwards inherit. When the sweep ends, however it ends, the parent
+records the best finished child and ends FINISHED, FAILED (some job failed) or KILLED.
+
+A job that fails (training diverged, say) ends its own run FAILED with the reason and the sweep
+goes on with the others; the sweep then exits with status 3.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
+import math
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
-from .. import config
+from .. import cli, config
 from ..data import splits
 from ..errors import UserError
 from ..tracking import runs, store
+from ..training import loop
 from . import plots, stages
 from .compare import RANK_METRIC, SWEPT, varying_params
 
 log = logging.getLogger(__name__)
-PARENT_FILE = "mlflow_parent_run_id"
+PARENT_ENV = "MNIST_NP_SWEEP_PARENT_RUN_ID"
 PROCESSED_DIR = Path("data") / "processed"
 
 
@@ -46,6 +57,7 @@ def _processed_dir(root: Path, cfg: config.Config) -> Path:
     normalize stage prepared and cannot change how it was prepared."""
     processed = root / PROCESSED_DIR
     stats = splits.load_stats(processed)  # a clear error naming `dvc repro normalize` when it is missing
+    loop.check_feasible(cfg.train, stats["sizes"]["train"])
     prepared = {"data.standardize": stats["standardize"], "data.val_size": stats["sizes"]["val"]}
     wanted = {"data.standardize": cfg.data.standardize, "data.val_size": cfg.data.val_size}
     if prepared != wanted:
@@ -57,6 +69,52 @@ def _processed_dir(root: Path, cfg: config.Config) -> Path:
     return processed
 
 
+def _combinations(task_overrides: list[str], search_space: dict[str, str]) -> list[list[str]]:
+    """The override lists a sweep can launch, for checking before the first job: every combination
+    of a grid (lists, range(), choice()), and every bound of an interval() (Optuna samples between)."""
+    parser = OverridesParser.create()
+    given = [o for o in parser.parse_overrides(task_overrides) if not o.is_hydra_override()]
+    # A command-line sweep of a key replaces the search space's entry for it (as the Optuna sweeper does).
+    space = [f"{key}={value}" for key, value in search_space.items() if key not in {o.key_or_group for o in given}]
+    candidates = []
+    for override in given + parser.parse_overrides(space):
+        prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
+        if not override.is_sweep_override():
+            values = [override.get_value_element_as_str()]
+        elif override.is_interval_sweep():
+            values = [str(override.value().start), str(override.value().end)]
+        else:
+            values = list(override.sweep_string_iterator())
+        candidates.append([f"{prefix}{override.key_or_group}={value}" for value in values])
+    return [list(combination) for combination in itertools.product(*candidates)]
+
+
+def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
+    """Check every combination the sweep will launch; return the first, validated."""
+    params = hydra_cfg.sweeper.get("params")  # Optuna's search space; None for the basic sweeper
+    space = OmegaConf.to_container(params, resolve=False) if params else {}
+    first = None
+    for overrides in _combinations(list(hydra_cfg.overrides.task), space):
+        cfg = _validated(compose(config_name=hydra_cfg.job.config_name, overrides=overrides))
+        _processed_dir(root, cfg)
+        first = first or cfg
+    return first
+
+
+def _parent_children(client: MlflowClient, parent_id: str):
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return mlflow.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
+
+
+_OPEN: list[SweepCallback] = []  # sweeps of this process whose parent run is still open
+
+
+def end_open_sweeps(status: str) -> None:
+    """End every open sweep's parent (after Ctrl-C or SIGTERM: KILLED; at exit: FAILED)."""
+    for callback in list(_OPEN):
+        callback.finish(status)
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
@@ -65,14 +123,16 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         root = store.repo_root()
         try:
-            cfg = _validated(config)
-            _processed_dir(root, cfg)
+            cfg = check_sweep(root, config.hydra)
+            experiment_id = store.setup(cfg.tracking.experiment, root)
+        # Hydra turns a callback's exceptions into warnings and starts the jobs anyway, without a
+        # parent run; whatever goes wrong here must stop the sweep before any job or run exists.
         except UserError as exc:
-            # Hydra turns a callback's exceptions into warnings and starts the jobs anyway;
-            # bad input must stop the sweep before any job or run exists.
             print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from exc
-        experiment_id = store.setup(cfg.tracking.experiment, root)
+            raise SystemExit(cli.EXIT_USER_ERROR) from exc
+        except Exception as exc:
+            traceback.print_exc()
+            raise SystemExit(1) from exc
         self.uri = mlflow.get_tracking_uri()
         hydra = config.hydra
         overrides = " ".join(hydra.overrides.task)
@@ -88,70 +148,96 @@ class SweepCallback(Callback):
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
         client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
-        sweep_dir = Path(hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_FILE).write_text(self.parent_id)
-        # If the sweep dies (a job raises, Ctrl-C), the parent must not stay RUNNING.
-        atexit.register(self._close, "FAILED")
+        os.environ[PARENT_ENV] = self.parent_id
+        _OPEN.append(self)
+        # However the sweep ends (a crash, Ctrl-C, SIGTERM), the parent must not stay RUNNING.
+        atexit.register(self.finish, "FAILED")
         log.info("MLflow parent run %s in %s", self.parent_id, self.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
             return
-        client = MlflowClient(self.uri)
-        experiment_id = client.get_run(self.parent_id).info.experiment_id
-        children = mlflow.search_runs(
-            [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_id}'"
-        )
-        finished = children[children["status"] == "FINISHED"] if len(children) else children
-        client.set_tag(self.parent_id, "sweep.children", str(len(children)))
-        if len(finished):
-            best = finished.sort_values(f"metrics.{RANK_METRIC}", ascending=False).iloc[0]
-            client.set_tag(self.parent_id, "best_run_id", best["run_id"])
-            swept = varying_params(finished)
-            for name in swept or list(SWEPT):
-                client.log_param(self.parent_id, f"best.{name}", best[f"params.{name}"])
-            for name, metric in (
-                ("best_val_accuracy", RANK_METRIC),
-                ("best_test_accuracy", "test_accuracy"),
-                ("best_test_loss", "test_loss"),
-            ):
-                client.log_metric(self.parent_id, name, float(best[f"metrics.{metric}"]))
-            if swept:
-                frame = finished.rename(
-                    columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c
-                )
-                client.log_figure(
-                    self.parent_id, plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png"
-                )
-            log.info(
-                "best of %d runs: %s (val accuracy %.4f)", len(finished), best["run_id"], best[f"metrics.{RANK_METRIC}"]
+        failed = self.finish("FINISHED")
+        if failed:
+            print(
+                f"error: {failed} job(s) of the sweep failed; their runs are FAILED with the reason in the tag "
+                f"'{runs.FAILURE_TAG}'; the others are in MLflow (python pipelines/compare.py --sweep latest)",
+                file=sys.stderr,
             )
-        self._close("FINISHED")
+            raise SystemExit(cli.EXIT_DIVERGED)
 
-    def _close(self, status: str) -> None:
-        if self.parent_id is not None:
-            MlflowClient(self.uri).set_terminated(self.parent_id, status)
-            self.parent_id = None
+    def finish(self, status: str) -> int:
+        """Record the best finished child on the parent and end it: FAILED if `status` is FINISHED
+        but a job failed. Children left RUNNING by stopped workers end KILLED. Returns the failed jobs."""
+        if self.parent_id is None:
+            return 0
+        parent_id, self.parent_id = self.parent_id, None
+        _OPEN.remove(self)
+        os.environ.pop(PARENT_ENV, None)
+        client = MlflowClient(self.uri)
+        children = _parent_children(client, parent_id)
+        for run_id in children.loc[children["status"] == "RUNNING", "run_id"] if len(children) else []:
+            client.set_terminated(run_id, "KILLED")
+        failed = int((children["status"] == "FAILED").sum()) if len(children) else 0
+        finished = children[children["status"] == "FINISHED"] if len(children) else children
+        client.set_tag(parent_id, "sweep.children", str(len(children)))
+        client.set_tag(parent_id, "sweep.failed_jobs", str(failed))
+        if len(finished):
+            self._record_best(client, parent_id, finished)
+        client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
+        return failed
+
+    @staticmethod
+    def _record_best(client: MlflowClient, parent_id: str, finished) -> None:
+        best = finished.sort_values(f"metrics.{RANK_METRIC}", ascending=False).iloc[0]
+        client.set_tag(parent_id, "best_run_id", best["run_id"])
+        swept = varying_params(finished)
+        for name in swept or list(SWEPT):
+            client.log_param(parent_id, f"best.{name}", best[f"params.{name}"])
+        for name, metric in (
+            ("best_val_accuracy", RANK_METRIC),
+            ("best_test_accuracy", "test_accuracy"),
+            ("best_test_loss", "test_loss"),
+        ):
+            if not math.isnan(best.get(f"metrics.{metric}", math.nan)):
+                client.log_metric(parent_id, name, float(best[f"metrics.{metric}"]))
+        if swept:
+            frame = finished.rename(
+                columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c
+            )
+            client.log_figure(parent_id, plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png")
+        log.info(
+            "best of %d runs: %s (val accuracy %.4f)", len(finished), best["run_id"], best[f"metrics.{RANK_METRIC}"]
+        )
 
 
 def run_job(cfg_node: DictConfig) -> float:
     """One Hydra job: train and evaluate with `cfg_node`, as a child of the sweep's parent run.
 
     Outputs go to the job's Hydra output directory. Returns the validation accuracy of the kept
-    weights (the best epoch's with early stopping), which is what the Optuna sweeper maximises.
+    weights (the best epoch's with early stopping), which is what the Optuna sweeper maximises;
+    NaN when the job failed (its run is FAILED with the reason), which Optuna records as a failed trial.
     """
+    cli.stop_on_sigterm()  # in a worker process too: a stopped job still ends its run KILLED
     cfg = _validated(cfg_node)
     root = store.repo_root()
     processed = _processed_dir(root, cfg)
+    data = stages.load_training_data(cfg, processed)
+    test = splits.load(processed, "test")
     hydra = HydraConfig.get()
     out_dir = Path(hydra.runtime.output_dir)
-    parent_file = Path(hydra.sweep.dir) / PARENT_FILE
     experiment_id = store.setup(cfg.tracking.experiment, root)
-    tags = runs.run_tags(root, stages.data_checksums(processed), "hydra-sweep")
-    if parent_file.is_file():  # multirun; a single `python pipelines/sweep.py key=value` run has no parent
-        tags.update({MLFLOW_PARENT_RUN_ID: parent_file.read_text().strip(), "sweep.job": str(hydra.job.num)})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags):
-        fit = stages.train(cfg, processed, out_dir, out_dir / stages.HISTORY_FILE, progress=False)
-        stages.evaluate(fit.params, processed, out_dir)
+    tags = runs.run_tags(root, data.checksums, "hydra-sweep")
+    if os.environ.get(PARENT_ENV):  # a multirun; a single `python pipelines/sweep.py key=value` has no parent
+        tags.update({MLFLOW_PARENT_RUN_ID: os.environ[PARENT_ENV], "sweep.job": str(hydra.job.num)})
+    try:
+        with (
+            mlflow.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags),
+            runs.ended_on_failure(),
+        ):
+            fit = stages.train(cfg, data, out_dir, out_dir / stages.HISTORY_FILE, progress=False)
+            stages.evaluate(fit.params, test, out_dir)
+    except UserError as exc:  # training diverged, or the data went bad since the sweep started
+        log.error("error: job %d (%s) failed: %s", hydra.job.num, stages.run_name(cfg), exc)
+        return math.nan
     return fit.kept.val_accuracy

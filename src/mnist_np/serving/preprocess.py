@@ -9,6 +9,7 @@ MNIST's raw 0-255 units, ready for the normalize stage's own transform (data.tra
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +22,36 @@ FAINT = 128  # strokes whose strongest level is below this are stretched to full
 # Lossy compression (JPEG, WebP) leaves faint ringing around strokes, which would widen the ink's
 # bounding box and shrink the digit; in such files levels this close to the paper count as paper.
 LOSSY_FORMATS, LOSSY_FLOOR = ("JPEG", "MPO", "WEBP"), 8.0
+MAX_PIXELS = 50_000_000  # about 8000 x 6000; a larger file is refused before it is decoded
+WORKING_SIDE = 2048  # larger images are shrunk to this while decoding: a digit keeps ample detail
 
 
 def load_gray(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """Any image Pillow reads (PNG, JPEG, BMP, ...) as a 2-D float32 array of 0-255 gray levels,
-    with the file's format name."""
+    with the file's format name. Images over MAX_PIXELS are refused before they are decoded, and
+    large ones are shrunk to WORKING_SIDE while decoding, so no file can take much memory."""
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with a reason
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise DataError(
+                    f"{path}: {width} x {height} pixels is more than {MAX_PIXELS // 10**6} megapixels; "
+                    "crop or scale the image down to the digit"
+                )
             fmt = image.format or ""
+            image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG decodes at a reduced scale directly
             image = ImageOps.exif_transpose(image)
+            image.thumbnail((WORKING_SIDE, WORKING_SIDE))
             if image.mode in ("RGBA", "LA", "P"):
                 # Transparent pixels count as white paper, the usual meaning of a transparent background.
                 image = image.convert("RGBA")
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, image)
             return np.asarray(image.convert("L"), dtype=np.float32), fmt
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
+
+from ..errors import UserError
 
 # What decides a run's result besides its params: a change here makes the run's code differ from
 # its commit. DVC's outputs (reports/) and params.yaml, which `dvc exp run -S` rewrites, do not count.
@@ -46,6 +50,23 @@ def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> di
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
+
+
+FAILURE_TAG = "failure"
+
+
+@contextlib.contextmanager
+def ended_on_failure() -> Iterator[None]:
+    """Inside an active run: a user error is recorded in the run's `failure` tag (the run then
+    ends FAILED); Ctrl-C and SIGTERM end it KILLED."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except UserError as exc:
+        mlflow.set_tag(FAILURE_TAG, str(exc)[:5000])
+        raise
 
 
 class EpochMetrics:

@@ -1,14 +1,20 @@
 """Where MLflow runs go: the store every entry point shares, and the experiment in it.
 
 One store for every entry point: $MLFLOW_TRACKING_URI when set, else
-sqlite:///<repository root>/mlflow.db with artifacts in <repository root>/mlartifacts.
+sqlite:///<repository root>/mlflow.db; an SQLite store keeps artifacts in mlartifacts/ beside it.
 DVC runs queued experiments in copies under <repo>/.dvc/tmp/exps/; the repository root is
 resolved past that, so those runs land in the same store as everything else.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -20,6 +26,7 @@ from ..errors import UserError
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 _DVC_TEMP = (".dvc", "tmp", "exps")
+SERVER_TIMEOUT_S = 10
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
@@ -46,30 +53,88 @@ def use_store(root: Path | None = None) -> str:
     return uri
 
 
-def setup(experiment: str, root: Path | None = None) -> str:
-    """Point MLflow at the project store and make sure `experiment` exists; return its id.
-
-    A new experiment in the default local store keeps its artifacts beside mlflow.db (not in
-    ./mlruns of whatever directory a job happens to run in); a tracking server chooses its own.
-    """
-    root = root or repo_root()
-    default_store = "MLFLOW_TRACKING_URI" not in os.environ
-    uri = use_store(root)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
+def check_store(uri: str) -> None:
+    """Fail fast, before any training, on a store that cannot work: an SQLite file in a folder that
+    does not exist (MLflow would create a new store elsewhere), or a server that does not answer
+    (MLflow would retry for minutes)."""
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme == "sqlite":
+        folder = _sqlite_path(uri).parent
+        if not folder.is_dir():
             raise UserError(
-                f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
-                f"(mlflow experiments restore) or choose another tracking.experiment"
+                f"the folder of the MLflow store {uri} does not exist; create {folder} "
+                "or set MLFLOW_TRACKING_URI to an existing store"
             )
-        return found.experiment_id
-    location = (root / ARTIFACT_DIR / experiment).as_uri() if default_store else None
+    elif scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S):
+                pass
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"the MLflow tracking server {uri} does not answer ({getattr(exc, 'reason', exc)}); "
+                "start it, or set MLFLOW_TRACKING_URI to a reachable store"
+            ) from exc
+
+
+def _sqlite_path(uri: str) -> Path:
+    return Path(uri.removeprefix("sqlite:///")).absolute()
+
+
+def check_artifacts_writable(location: str) -> None:
+    """Write and remove a probe file where a local store keeps artifacts, before any training."""
+    if urllib.parse.urlparse(location).scheme not in ("", "file"):
+        return  # a server or an object store: it checks its own permissions
+    folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
     try:
-        return client.create_experiment(experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        # Another process created it between our lookup and create.
-        return client.get_experiment_by_name(experiment).experiment_id
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"cannot write MLflow artifacts to {folder} ({exc.strerror or exc}); make it writable "
+            "or set MLFLOW_TRACKING_URI to another store"
+        ) from exc
+
+
+def setup(experiment: str, root: Path | None = None) -> str:
+    """Point MLflow at the project store and make sure `experiment` exists and can take artifacts;
+    return its id.
+
+    A new experiment in an SQLite store keeps its artifacts beside the database (not in ./mlruns
+    of whatever directory a job happens to run in); a tracking server chooses its own.
+    """
+    uri = use_store(root or repo_root())
+    check_store(uri)
+    with _one_process_at_a_time(uri):
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if uri.startswith("sqlite:"):
+                location = (_sqlite_path(uri).parent / ARTIFACT_DIR / experiment).as_uri()
+            # A server may be creating it for another client between our lookup and create.
+            with contextlib.suppress(mlflow.exceptions.MlflowException):
+                client.create_experiment(experiment, artifact_location=location)
+            found = client.get_experiment_by_name(experiment)
+    if found.lifecycle_stage == "deleted":
+        raise UserError(
+            f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
+            f"(mlflow experiments restore) or choose another tracking.experiment"
+        )
+    check_artifacts_writable(found.artifact_location)
+    return found.experiment_id
+
+
+@contextlib.contextmanager
+def _one_process_at_a_time(uri: str) -> Iterator[None]:
+    """For an SQLite store, hold a lock beside the database: MLflow creates a new store's tables on
+    first use, and two processes doing that at once (two sweeps started together) break each other."""
+    if not uri.startswith("sqlite:"):
+        yield
+        return
+    with open(f"{_sqlite_path(uri)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def project_experiment(root: Path | None = None) -> str:

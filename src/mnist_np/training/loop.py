@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig, TrainConfig
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
 from ..model import kernel, reference
 
 
@@ -159,6 +159,29 @@ def blas_threads(hidden: int, batch: int) -> int | None:
     return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else None
 
 
+CHANCE_LOSS = float(np.log(reference.N_CLASSES))  # cross-entropy of a uniform guess
+
+
+def check_feasible(train: TrainConfig, n_train: int) -> None:
+    """Refuse settings that cannot do what was meant on `n_train` training images."""
+    if train.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size={train.batch_size} is larger than the {n_train} training images; "
+            f"choose at most {n_train}"
+        )
+
+
+def check_converging(stats: EpochStats, train: TrainConfig) -> None:
+    """Divergence is a failure, not a result: a loss ten times a uniform guess's while accuracy
+    stays near chance means the steps overshoot (NaN weights are caught before)."""
+    if stats.train_loss > 10 * CHANCE_LOSS and stats.train_accuracy < 2 / reference.N_CLASSES:
+        raise TrainingError(
+            f"training diverged in epoch {stats.epoch}: train loss {stats.train_loss:.4g} (a uniform "
+            f"guess scores {CHANCE_LOSS:.2f}), accuracy {stats.train_accuracy:.1%}, with "
+            f"train.lr={train.lr}; lower train.lr (or standardize the data)"
+        )
+
+
 def fit(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -174,6 +197,7 @@ def fit(
     The inputs are never modified. With train.early_stopping > 0 the weights of the best
     validation epoch (the latest of equals) are kept.
     """
+    check_feasible(train, len(y_train))
     dtype = np.dtype(train.dtype)
     x, y = x_train.astype(dtype, copy=False), y_train
     x_val = x_val.astype(dtype, copy=False)
@@ -224,6 +248,7 @@ def fit(
             history.append(stats)
             if on_epoch is not None:
                 on_epoch(stats)
+            check_converging(stats, train)
             if not train.early_stopping:
                 continue
             # Ties go to the later epoch: 5,000 validation images move in steps of 0.02%, so

@@ -1,0 +1,422 @@
+"""Faults and bad input through the real entry points: one `error:` line, a distinct exit status,
+no traceback, no MLflow run left RUNNING, no finished epoch lost, no half-written file.
+
+Signals are real signals sent to real processes; the stores are real SQLite files or a real
+(unreachable) address; the data is tiny generated MNIST written by the normalize code."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from helpers import BIN, REPO, SWEEP, Watched, clean_env, free_port, wait_for
+from mnist_np.data import splits
+from mnist_np.files import save_npz
+from mnist_np.model import reference, weights
+
+pytestmark = pytest.mark.slow  # every test starts Python processes that import MLflow
+TRAIN, EVALUATE = str(REPO / "pipelines" / "train.py"), str(REPO / "pipelines" / "evaluate.py")
+
+
+@pytest.fixture
+def project(tmp_path, tiny_mnist):
+    """A directory with tiny processed data, a params.yaml, and its own SQLite store."""
+    raw_dir, cfg = tiny_mnist
+    splits.save(tmp_path / "data" / "processed", *splits.prepare(raw_dir, cfg.data))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_of(cfg)))
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONUNBUFFERED="1")
+    return tmp_path, env
+
+
+def params_of(cfg) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)
+
+
+def set_params(work: Path, **values) -> None:
+    """Change params.yaml: set_params(work, **{"train.lr": 1000})."""
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for dotted, value in values.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def stage_cmd(script: str) -> list[str]:
+    return [
+        sys.executable,
+        script,
+        "--params",
+        "params.yaml",
+        "--data",
+        "data/processed",
+        "--models",
+        "models",
+        "--reports",
+        "reports",
+    ]
+
+
+def stage(script: str, work: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(stage_cmd(script), cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+
+def all_runs(env: dict) -> pd.DataFrame:
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    return mlflow.search_runs(search_all_experiments=True)
+
+
+def one_error_line(stderr: str) -> str:
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in stderr, stderr
+    return errors[0]
+
+
+def steps(env: dict, run_id: str, key: str = "val_accuracy") -> list[int]:
+    return sorted(m.step for m in MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, key))
+
+
+# --- stopping a run ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stopped_train_stage_keeps_its_epochs_and_ends_killed(project, sig, status):
+    work, env = project
+    set_params(work, **{"train.epochs": 100000})
+    train = Watched(stage_cmd(TRAIN), work, env)
+    train.wait_for_line("epoch 3/100000")
+    returncode, stderr = train.stop(sig)
+    assert returncode == status and "KILLED" in one_error_line(stderr)
+    (run_id,) = all_runs(env)["run_id"]
+    assert MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id).info.status == "KILLED"
+    logged = steps(env, run_id)
+    assert logged == list(range(1, len(logged) + 1)) and len(logged) >= 3  # every finished epoch, in order
+    assert not (work / "models").exists() or not any((work / "models").iterdir())  # no weights, no temp files
+
+
+def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_child(project):
+    work, env = project
+    cmd = [
+        sys.executable,
+        SWEEP,
+        "-m",
+        f"hydra.sweep.dir={work / 'multirun'}",
+        "data.val_size=20",
+        "train.epochs=2,100000",
+    ]
+    sweep = Watched(cmd, work, env)
+    sweep.wait_for_line("epoch 3/100000")  # the first job has finished, the second trains
+    returncode, stderr = sweep.stop(signal.SIGTERM)
+    assert returncode == 143 and "terminated" in one_error_line(stderr)
+    runs = all_runs(env).set_index("run_id")
+    parent = runs[runs["tags.sweep"] == "parent"].iloc[0]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent.name]
+    assert parent["status"] == "KILLED" and "RUNNING" not in set(runs["status"])
+    (long_job,) = children.index[children["status"] == "KILLED"]
+    assert steps(env, long_job)[:3] == [1, 2, 3]
+    finished = children[children["status"] == "FINISHED"]
+    assert len(finished) == 1 and parent["tags.best_run_id"] == finished.index[0]  # the finished child is kept
+    assert parent["metrics.best_val_accuracy"] == finished["metrics.kept_val_accuracy"].iloc[0]
+
+
+def test_a_sigterm_to_a_joblib_sweep_leaves_nothing_running(project):
+    work, env = project
+    cmd = [
+        sys.executable,
+        SWEEP,
+        "-m",
+        f"hydra.sweep.dir={work / 'multirun'}",
+        "data.val_size=20",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "train.epochs=100000",
+        "model.hidden_size=8,12",
+    ]
+    sweep = Watched(cmd, work, env)
+    sweep.wait_for_line("epoch 3/100000")
+    returncode, stderr = sweep.stop(signal.SIGTERM)
+    assert returncode == 143 and "terminated" in one_error_line(stderr)
+    wait_for(lambda: "RUNNING" not in set(all_runs(env)["status"]), timeout=30, what="no RUNNING run")
+    runs = all_runs(env)
+    assert set(runs.loc[runs["tags.sweep"] == "parent", "status"]) == {"KILLED"}
+    assert set(runs.loc[runs["tags.sweep"] != "parent", "status"]) == {"KILLED"}
+
+
+# --- bad values ----------------------------------------------------------------------------------
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_any_run(project):
+    work, env = project
+    set_params(work, **{"train.batch_size": 500})
+    done = stage(TRAIN, work, env)
+    assert done.returncode == 2
+    assert "train.batch_size=500 is larger than the 100 training images" in one_error_line(done.stderr)
+    assert all_runs(env).empty
+
+
+def test_divergence_fails_the_run_with_its_reason(project):
+    work, env = project
+    set_params(work, **{"train.lr": 1000.0})
+    done = stage(TRAIN, work, env)
+    assert done.returncode == 3 and "diverged in epoch 1" in one_error_line(done.stderr)
+    (run,) = [row for _, row in all_runs(env).iterrows()]
+    assert run["status"] == "FAILED" and "diverged" in run["tags.failure"]
+    assert not (work / "models" / "model.npz").exists()
+
+
+def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(project):
+    work, env = project
+    cmd = [
+        sys.executable,
+        SWEEP,
+        "-m",
+        f"hydra.sweep.dir={work / 'multirun'}",
+        "data.val_size=20",
+        "train.epochs=2",
+        "train.lr=0.1,1000",
+    ]
+    done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3 and "1 job(s) of the sweep failed" in done.stderr and "Traceback" not in done.stderr
+    runs = all_runs(env)
+    children = runs[runs["tags.sweep"] != "parent"].set_index("params.train.lr")
+    assert children.loc["0.1", "status"] == "FINISHED" and children.loc["1000.0", "status"] == "FAILED"
+    assert "diverged" in children.loc["1000.0", "tags.failure"]
+    parent = runs[runs["tags.sweep"] == "parent"].iloc[0]
+    assert parent["status"] == "FAILED" and parent["tags.best_run_id"] == children.loc["0.1", "run_id"]
+    table = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "pipelines" / "compare.py"),
+            "--experiment",
+            "mnist",
+            "--no-plots",
+            "--sweep",
+            "latest",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert table.returncode == 0 and "FAILED" in table.stdout and "diverged" in table.stdout
+
+
+# --- broken state on disk ------------------------------------------------------------------------
+
+
+def corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "not-npz":
+        path.write_text("x,y\n1,2\n")
+    elif how == "object":
+        np.savez(path, x=np.array([object()], dtype=object), y=np.zeros(1))
+    elif how == "wrong-dtype":
+        save_npz(path, x=np.zeros((100, 784), np.uint8).astype(str), y=np.zeros(100, np.uint8))
+
+
+@pytest.mark.parametrize("how", ["truncated", "not-npz", "object", "wrong-dtype"])
+def test_broken_processed_data_is_one_line_naming_the_file_and_no_run(project, how):
+    work, env = project
+    corrupt(work / "data" / "processed" / "train.npz", how)
+    done = stage(TRAIN, work, env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and "train.npz" in line and "dvc repro --force normalize" in line
+    assert all_runs(env).empty
+
+
+@pytest.mark.parametrize(
+    "arrays",
+    [
+        {"W1": np.zeros((100, 10), np.float32), "b1": np.zeros(10, np.float32)},
+        {
+            "W1": np.zeros((10, 784), np.float32),
+            "b1": np.zeros(10, np.float32),
+            "W2": np.zeros((10, 10), np.float32),
+            "b2": np.zeros(10, np.float32),
+        },
+    ],
+)
+def test_weights_of_the_wrong_shape_stop_evaluate_before_any_run(project, arrays):
+    work, env = project
+    save_npz(work / "models" / "model.npz", **arrays)
+    done = stage(EVALUATE, work, env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and "model.npz" in line and "dvc repro --force train" in line
+    assert all_runs(env).empty
+
+
+def test_evaluate_twice_adds_no_duplicate_points_and_outputs_respect_the_umask(project):
+    work, env = project
+    previous = os.umask(0o022)
+    try:
+        assert stage(TRAIN, work, env).returncode == 0
+        for _ in range(2):
+            done = stage(EVALUATE, work, env)
+            assert done.returncode == 0, done.stderr
+    finally:
+        os.umask(previous)
+    (run_id,) = all_runs(env)["run_id"]
+    assert steps(env, run_id, "test_accuracy") == [0]
+    for path in (work / "models" / "model.npz", work / "reports" / "metrics.json", work / "reports" / "training.csv"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_weights_no_run_in_the_store_wrote_name_the_fix(project):
+    work, env = project
+    weights.save(work / "models" / "model.npz", reference.init_params(10, np.random.default_rng(0)))
+    done = stage(EVALUATE, work, env)
+    assert done.returncode == 2 and "dvc repro --force train" in one_error_line(done.stderr)
+
+
+# --- the tracking store --------------------------------------------------------------------------
+
+
+def test_an_unreachable_tracking_server_fails_fast_before_training(project):
+    work, env = project
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    done = stage(TRAIN, work, {**env, "MLFLOW_TRACKING_URI": uri})
+    assert time.monotonic() - start < 15
+    assert done.returncode == 2 and uri in one_error_line(done.stderr)
+    assert not (work / "models").exists()
+
+
+def test_an_sqlite_store_in_a_missing_folder_is_refused(project):
+    work, env = project
+    done = stage(TRAIN, work, {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'no' / 'such' / 'mlflow.db'}"})
+    assert done.returncode == 2 and "does not exist" in one_error_line(done.stderr)
+    assert not (work / "no").exists() and not (work / "mlruns").exists()
+
+
+def test_artifacts_go_beside_a_user_given_sqlite_store(project):
+    work, env = project
+    (work / "elsewhere").mkdir()
+    env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'elsewhere' / 'store.db'}"}
+    assert stage(TRAIN, work, env).returncode == 0
+    assert list((work / "elsewhere" / "mlartifacts").rglob("model.npz")) and not (work / "mlruns").exists()
+
+
+def test_an_artifact_location_that_cannot_be_written_is_found_before_training(project):
+    work, env = project
+    (work / "a-file").write_text("not a folder")
+    MlflowClient(env["MLFLOW_TRACKING_URI"]).create_experiment("mnist", (work / "a-file" / "artifacts").as_uri())
+    done = stage(TRAIN, work, env)
+    assert done.returncode == 2 and "cannot write MLflow artifacts" in one_error_line(done.stderr)
+    assert all_runs(env).empty
+
+
+def test_two_sweeps_started_together_keep_their_own_children(project):
+    work, env = project
+    cmd = [sys.executable, SWEEP, "-m", "data.val_size=20", "train.epochs=1", "model.hidden_size=8,12"]
+    procs = [
+        subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+    runs = all_runs(env)
+    parents = runs[runs["tags.sweep"] == "parent"]
+    assert len(parents) == 2 and len(set(parents["tags.sweep.dir"])) == 2
+    for parent_id in parents["run_id"]:
+        children = runs[runs["tags.mlflow.parentRunId"] == parent_id]
+        assert sorted(children["params.model.hidden_size"]) == ["12", "8"]
+
+
+# --- prediction input ----------------------------------------------------------------------------
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A white greyscale PNG written chunk by chunk, never held in memory as pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    packer, row = zlib.compressobj(9), b"\0" + b"\xff" * width
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def test_a_decompression_bomb_gets_its_own_error_and_memory_stays_bounded(tmp_path, mnist_mirror):
+    from mnist_np.data.idx import read_idx
+
+    digit = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[0]
+    Image.fromarray(255 - digit).resize((56, 56)).save(tmp_path / "digit.png")
+    # A 30000 x 30000 PNG of 0.9 MB, and a 6000 x 4500 photo-sized page with the digit on it.
+    (tmp_path / "bomb.png").write_bytes(blank_png(30000, 30000))
+    page = Image.new("L", (6000, 4500), 235)
+    page.paste(Image.fromarray(255 - digit).resize((600, 600)), (2500, 2000))
+    page.save(tmp_path / "page.png")
+    weights.save(tmp_path / "model.npz", reference.init_params(10, np.random.default_rng(0)))
+    stats = {
+        "scale": 255.0,
+        "standardize": False,
+        "mean": 0.13,
+        "std": 0.3,
+        "sizes": {"train": 1},
+        "processed_sha256": {},
+    }
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "stats.json").write_text(json.dumps(stats))
+    # VmHWM: the peak of this process's own memory (ru_maxrss would count what it shared with
+    # pytest before exec).
+    code = (
+        "import sys; from pathlib import Path; from mnist_np.serving.predict import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "peak = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM'))\n"
+        "print('peak_mb', int(peak.split()[1]) / 1024, file=sys.stderr)\n"
+        "sys.exit(code)"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--json",
+            "--model",
+            str(tmp_path / "model.npz"),
+            "--stats",
+            str(tmp_path / "stats"),
+            str(tmp_path / "bomb.png"),
+            str(tmp_path / "digit.png"),
+            str(tmp_path / "page.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    results = {Path(r["file"]).name: r for r in json.loads(done.stdout)}
+    assert "30000 x 30000" in results["bomb.png"]["error"] or "exceeds limit" in results["bomb.png"]["error"]
+    assert "digit" in results["digit.png"] and "digit" in results["page.png"]
+    peak = float(done.stderr.rsplit("peak_mb", 1)[1].split()[0])
+    assert peak < 500, peak
+
+
+def test_the_predict_command_answers_one_line_for_a_missing_model(tmp_path):
+    Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
+    done = subprocess.run(
+        [str(BIN / "mnist-predict"), "--model", str(tmp_path / "none.npz"), str(tmp_path / "x.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "none.npz not found" in one_error_line(done.stderr)
