@@ -29,7 +29,7 @@ EPOCHS = 2
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mnist_mirror):
     """A git repository holding what this checkout would commit, with training shrunk to EPOCHS,
-    after its first `dvc repro`: (directory, environment, that repro's output)."""
+    after its first `dvc repro`: (directory, environment, that repro's output and error streams)."""
     dest = tmp_path_factory.mktemp("e2e") / "repo"
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
@@ -55,7 +55,8 @@ def project(tmp_path_factory, mnist_mirror):
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "copy"], dest, env)
-    return dest, env, run(["dvc", "repro"], dest, env).stdout
+    done = run(["dvc", "repro"], dest, env)
+    return dest, env, done.stdout + done.stderr
 
 
 def store(dest: Path) -> MlflowClient:
@@ -85,7 +86,22 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     assert history.epoch.tolist() == list(range(1, EPOCHS + 1))
 
     only = runs(dest)[0]  # the fixture's repro made the first run
-    assert only.info.status == "FINISHED"
+    assert only.info.status == "FINISHED" and only.info.run_name == f"h10-lr0.1-b32-e{EPOCHS}"
+    link = f"http://127.0.0.1:5000/#/experiments/{only.info.experiment_id}/runs/{only.info.run_id}"
+    assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in out and link in out
+    assert "Downloading artifacts" not in out and "Add type hints" not in out
+    experiment = store(dest).get_experiment(only.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "params.data.mirrors" not in only.data.params and "data.val_size" in only.data.params
+    datasets = {d.dataset.name: d for d in only.inputs.dataset_inputs}
+    assert set(datasets) == {"mnist-train", "mnist-val"}
+    assert datasets["mnist-train"].dataset.digest == only.data.tags["data.sha256.train.npz"][:16]
+    training = json.loads((dest / "reports" / "training.json").read_text())
+    assert training == {
+        "kept_epoch": EPOCHS,
+        "kept_val_accuracy": only.data.metrics["kept_val_accuracy"],
+        "epochs_run": EPOCHS,
+    }
     assert only.data.params["model.hidden_size"] == "10" and only.data.params["train.epochs"] == str(EPOCHS)
     assert only.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     steps = [m.step for m in store(dest).get_metric_history(only.info.run_id, "val_accuracy")]
@@ -135,6 +151,7 @@ def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project)
 
     newest = runs(dest)[-1]
     assert newest.data.params["model.hidden_size"] == "32" and newest.data.tags["dvc.exp_name"] == "wide"
+    assert newest.info.run_name == f"wide h32-lr0.05-b32-e{EPOCHS}"
     workspace = json.loads((dest / "reports" / "metrics.json").read_text())  # the experiment's, applied
     assert newest.data.metrics["test_accuracy"] == pytest.approx(workspace["test_accuracy"])
 
@@ -146,8 +163,9 @@ def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project)
     assert data["params"]["params.yaml"]["data"]["model"]["hidden_size"] == 32
     assert data["metrics"]["reports/metrics.json"]["data"]["test_accuracy"] == pytest.approx(workspace["test_accuracy"])
 
-    metrics = run(["dvc", "metrics", "show", "--json"], dest, env).stdout
-    assert json.loads(metrics)[""]["data"]["reports/metrics.json"]["data"] == pytest.approx(workspace)
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dest, env).stdout)[""]["data"]
+    assert metrics["reports/metrics.json"]["data"] == pytest.approx(workspace)
+    assert metrics["reports/training.json"]["data"]["kept_epoch"] == EPOCHS
     run(["dvc", "plots", "show", "-o", "dvc_plots"], dest, env)
     html = (dest / "dvc_plots" / "index.html").read_text()
     assert "Test confusion matrix" in html and "Accuracy per epoch" in html

@@ -131,7 +131,7 @@ def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_ch
     assert steps(env, long_job)[:3] == [1, 2, 3]
     finished = children[children["status"] == "FINISHED"]
     assert len(finished) == 1 and parent["tags.best_run_id"] == finished.index[0]  # the finished child is kept
-    assert parent["metrics.best_val_accuracy"] == finished["metrics.kept_val_accuracy"].iloc[0]
+    assert parent["metrics.kept_val_accuracy"] == finished["metrics.kept_val_accuracy"].iloc[0]
 
 
 def test_a_sigterm_to_a_joblib_sweep_leaves_nothing_running(project):

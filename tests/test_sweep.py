@@ -53,8 +53,19 @@ def check_grid_sweep(env: dict) -> None:
         assert children[f"metrics.{metric}"].notna().all(), metric
     top = children["metrics.kept_val_accuracy"].max()
     best = children.set_index("run_id").loc[parent["tags.best_run_id"]]  # one of the children...
-    assert best["metrics.kept_val_accuracy"] == top == parent["metrics.best_val_accuracy"]  # ...with the top score
-    assert parent["params.best.train.lr"] == best["params.train.lr"]
+    assert best["metrics.kept_val_accuracy"] == top == parent["metrics.kept_val_accuracy"]  # ...with the top score
+    # The parent lines up with its children: the best child's params and metrics under the same keys.
+    for key in ("params.train.lr", "params.model.hidden_size", "metrics.test_accuracy", "metrics.test_loss"):
+        assert parent[key] == best[key], key
+    assert (
+        parent["tags.best_run_name"]
+        == best["tags.mlflow.runName"]
+        == f"h{best['params.model.hidden_size']}-lr{best['params.train.lr']}-b32-e1"
+    )
+    note = parent["tags.mlflow.note.content"]
+    assert "train.lr=0.05,0.2" in note and f"runs/{parent['tags.best_run_id']}" in note and note.count("\n| [h") == 4
+    assert all(c.startswith("784-") and "SGD lr" in c for c in children["tags.mlflow.note.content"])
+    assert "params.data.mirrors" not in children and "params.data.files.train_images.sha256" not in children
     assert "train.lr=0.05,0.2" in parent["params.sweep.overrides"]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for run_id in children["run_id"]:

@@ -92,9 +92,16 @@ def report(exc: BaseException) -> int:
     return EXIT_DIVERGED if isinstance(exc, TrainingError) else EXIT_USER_ERROR
 
 
+def quiet_mlflow() -> None:
+    """No progress bars or routine notices from MLflow's own calls; its warnings still show."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
+
 def run(main: Callable[[], object]) -> None:
     """Run an entry point's main(); foreseeable failures become one line and a distinct exit status."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_mlflow()
     stop_on_sigterm()
     stop_with_dvc()
     try:

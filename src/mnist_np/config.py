@@ -154,3 +154,13 @@ def flatten(cfg: Config) -> dict[str, Any]:
 
     walk("", asdict(cfg))
     return out
+
+
+# Where the data comes from and how it is fetched: a dataset's definition, not a run's settings.
+DATASET_DEFINITION = ("data.mirrors", "data.files.", "data.timeout_s", "data.retries", "data.backoff_s")
+
+
+def hyperparameters(cfg: Config) -> dict[str, Any]:
+    """The parameters a run is compared and reproduced by: model, training, the data's split and
+    scaling, the experiment; not the dataset's mirrors, checksums or network settings."""
+    return {k: v for k, v in flatten(cfg).items() if not k.startswith(DATASET_DEFINITION)}

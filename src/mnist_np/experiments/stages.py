@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from .. import config
 from ..data import splits
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.npz"
 HISTORY_FILE = "training.csv"
+TRAINING_METRICS_FILE = "training.json"  # the kept epoch and its validation accuracy: DVC metrics
 METRICS_FILE = "metrics.json"
 CLASSIFICATION_FILE = "classification.json"
 PREDICTIONS_FILE = "predictions.csv"
@@ -40,8 +43,25 @@ PIPELINE_ENTRY_POINT = "dvc"
 
 
 def run_name(cfg: config.Config) -> str:
-    """Short MLflow run name with the usual sweep axes, e.g. h10-lr0.1-b32."""
-    return f"h{cfg.model.hidden_size}-lr{cfg.train.lr:g}-b{cfg.train.batch_size}"
+    """A short MLflow run name with the usual sweep axes, rounded for reading (the params are exact),
+    e.g. h10-lr0.1-b32-e30; a DVC experiment's name goes first."""
+    name = f"h{cfg.model.hidden_size}-lr{cfg.train.lr:.3g}-b{cfg.train.batch_size}-e{cfg.train.epochs}"
+    return f"{os.environ['DVC_EXP_NAME']} {name}" if os.environ.get("DVC_EXP_NAME") else name
+
+
+def description(cfg: config.Config) -> str:
+    """A run's one-line description in the MLflow UI."""
+    m, t = cfg.model, cfg.train
+    options = [
+        f"{k} {v:g}"
+        for k, v in (("momentum", t.momentum), ("weight decay", t.weight_decay), ("lr decay", t.lr_decay))
+        if v != (1.0 if k == "lr decay" else 0.0)
+    ]
+    stop = f", early stopping after {t.early_stopping}" if t.early_stopping else ""
+    return (
+        f"784-{m.hidden_size}-10 ReLU/softmax network ({m.init} init), SGD lr {t.lr:g}, batch {t.batch_size}, "
+        f"{t.epochs} epochs{stop}" + "".join(f", {o}" for o in options) + f", seed {t.seed}"
+    )
 
 
 def data_checksums(processed_dir: Path) -> dict[str, str]:
@@ -82,15 +102,26 @@ def train(
     """Train into the active MLflow run: params, per-epoch metrics, the weights (out_dir/model.npz,
     also an artifact), the pyfunc model and the per-epoch history CSV."""
     weights_path = Path(out_dir) / WEIGHTS_FILE
-    mlflow.log_params(config.flatten(cfg))
+    mlflow.log_params(config.hyperparameters(cfg))
+    mlflow.set_tag(MLFLOW_RUN_NOTE, description(cfg))
+    for split, name, context in ((data.train, "train", "training"), (data.val, "val", "validation")):
+        runs.log_dataset(
+            split.x,
+            split.y,
+            data.checksums[f"{name}.npz"],
+            data.stats_path.parent / f"{name}.npz",
+            f"mnist-{name}",
+            context,
+        )
     epoch_metrics = runs.EpochMetrics()
 
     def on_epoch(stats: loop.EpochStats) -> None:
         values = dataclasses.asdict(stats)
         epoch = values.pop("epoch")
         epoch_metrics.log({("epoch_seconds" if k == "seconds" else k): v for k, v in values.items()}, step=epoch)
-        log.info(
-            "epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
+        log.info(  # with the run's name: parallel jobs' lines interleave
+            "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
+            mlflow.active_run().info.run_name,
             epoch,
             cfg.train.epochs,
             stats.train_loss,
@@ -116,20 +147,18 @@ def train(
         history = pd.DataFrame([dataclasses.asdict(s) for s in fit.history]).drop(columns="seconds")
         with atomic_path(history_path) as tmp:
             history.to_csv(tmp, index=False)
+        kept = {
+            "kept_epoch": fit.kept.epoch,
+            "kept_val_accuracy": fit.kept.val_accuracy,
+            "epochs_run": len(fit.history),
+        }
+        write_json(Path(history_path).with_name(TRAINING_METRICS_FILE), kept)
         mlflow.set_tag(WEIGHTS_TAG, sha256_file(weights_path))
         mlflow.log_artifact(str(weights_path), artifact_path="weights")
         pyfunc.log_model(weights_path, data.stats_path, data.val.x[:1])
         # The run's totals go out with the last epochs' metrics, after the model: log_model copies
         # every metric already logged at step 0 onto the model, one query per metric name.
-        epoch_metrics.log(
-            {
-                "train_seconds": sum(s.seconds for s in fit.history),
-                "epochs_run": len(fit.history),
-                "kept_epoch": fit.kept.epoch,
-                "kept_val_accuracy": fit.kept.val_accuracy,
-            },
-            step=0,
-        )
+        epoch_metrics.log({**kept, "train_seconds": sum(s.seconds for s in fit.history)}, step=0)
     finally:
         epoch_metrics.flush()  # also when training or logging fails: no epoch is lost
     return fit
@@ -180,7 +209,14 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
         mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run,
         runs.ended_on_failure(),
     ):
-        train(cfg, data, models_dir, reports_dir / HISTORY_FILE)
+        fit = train(cfg, data, models_dir, reports_dir / HISTORY_FILE)
+    log.info(
+        "run %s: validation accuracy %.2f%% (epoch %d); %s",
+        run.info.run_name,
+        100 * fit.kept.val_accuracy,
+        fit.kept.epoch,
+        store.run_link(experiment_id, run.info.run_id),
+    )
     return run.info.run_id
 
 
@@ -205,4 +241,11 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
     scored = "test_accuracy" in found[0].data.metrics  # evaluated before: same weights, same numbers
     with mlflow.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
         summary = evaluate(params, test, reports_dir, log_metrics=not scored)
+    log.info(
+        "run %s: test accuracy %.2f%%, test loss %.4f; %s",
+        run.info.run_name,
+        100 * summary["test_accuracy"],
+        summary["test_loss"],
+        store.run_link(experiment_id, run.info.run_id),
+    )
     return run.info.run_id, summary

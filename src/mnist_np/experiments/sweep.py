@@ -30,8 +30,9 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, OmegaConf
 
 from .. import cli, config
@@ -189,26 +190,64 @@ class SweepCallback(Callback):
 
     @staticmethod
     def _record_best(client: MlflowClient, parent_id: str, finished) -> None:
-        best = finished.sort_values(f"metrics.{RANK_METRIC}", ascending=False).iloc[0]
+        """The best child's params and final metrics on the parent under the children's own keys (so
+        the runs table lines them up), which child it is, a figure, and a Markdown description."""
+        ranked = finished.sort_values(f"metrics.{RANK_METRIC}", ascending=False)
+        best = ranked.iloc[0]
         client.set_tag(parent_id, "best_run_id", best["run_id"])
-        swept = varying_params(finished)
-        for name in swept or list(SWEPT):
-            client.log_param(parent_id, f"best.{name}", best[f"params.{name}"])
-        for name, metric in (
-            ("best_val_accuracy", RANK_METRIC),
-            ("best_test_accuracy", "test_accuracy"),
-            ("best_test_loss", "test_loss"),
-        ):
+        client.set_tag(parent_id, "best_run_name", best["tags.mlflow.runName"])
+        params = [c for c in finished.columns if c.startswith("params.") and isinstance(best[c], str)]
+        client.log_batch(parent_id, params=[Param(c[len("params.") :], best[c]) for c in params])
+        for metric in (RANK_METRIC, "test_accuracy", "test_loss", "test_macro_f1"):
             if not math.isnan(best.get(f"metrics.{metric}", math.nan)):
-                client.log_metric(parent_id, name, float(best[f"metrics.{metric}"]))
+                client.log_metric(parent_id, metric, float(best[f"metrics.{metric}"]))
+        swept = varying_params(finished)
         if swept:
             frame = finished.rename(
                 columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c
             )
             client.log_figure(parent_id, plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png")
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        client.set_tag(parent_id, MLFLOW_RUN_NOTE, describe(client.get_run(parent_id), ranked, swept, experiment_id))
+        shown = ", ".join(f"{name}={best[f'params.{name}']}" for name in swept or SWEPT)
         log.info(
-            "best of %d runs: %s (val accuracy %.4f)", len(finished), best["run_id"], best[f"metrics.{RANK_METRIC}"]
+            "best of %d runs: %s (%s): validation accuracy %.2f%%, test accuracy %.2f%%; %s",
+            len(finished),
+            best["tags.mlflow.runName"],
+            shown,
+            100 * best[f"metrics.{RANK_METRIC}"],
+            100 * best.get("metrics.test_accuracy", math.nan),
+            store.run_link(experiment_id, best["run_id"], client.tracking_uri),
         )
+        log.info("compare the sweep's runs: python pipelines/compare.py --sweep %s", parent_id)
+
+
+def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5) -> str:
+    """The parent run's Markdown description: what was swept and how, and the best runs."""
+    params = parent.data.params
+    best = ranked.iloc[0]
+    columns = [*(swept or SWEPT), RANK_METRIC, "test_accuracy"]
+    rows = [
+        f"| [{row['tags.mlflow.runName']}](#/experiments/{experiment_id}/runs/{row['run_id']}) | "
+        + " | ".join(str(row.get(f"params.{c}", row.get(f"metrics.{c}", ""))) for c in columns)
+        + " |"
+        for _, row in ranked.head(top).iterrows()
+    ]
+    return "\n".join(
+        [
+            f"**Sweep** `{params.get('sweep.overrides', '')}`",
+            "",
+            f"- launcher: `{params.get('sweep.launcher', '')}`, sweeper: `{params.get('sweep.sweeper', '')}`",
+            f"- jobs: {parent.data.tags.get('sweep.children', len(ranked))} "
+            f"({parent.data.tags.get('sweep.failed_jobs', 0)} failed); seed: {best.get('params.train.seed', '')}",
+            f"- best: [{best['tags.mlflow.runName']}](#/experiments/{experiment_id}/runs/{best['run_id']}), "
+            f"ranked by {RANK_METRIC}",
+            "",
+            "| run | " + " | ".join(columns) + " |",
+            "|" + " --- |" * (len(columns) + 1),
+            *rows,
+        ]
+    )
 
 
 def run_job(cfg_node: DictConfig) -> float:
@@ -219,6 +258,7 @@ def run_job(cfg_node: DictConfig) -> float:
     NaN when the job failed (its run is FAILED with the reason), which Optuna records as a failed trial.
     """
     cli.stop_on_sigterm()  # in a worker process too: a stopped job still ends its run KILLED
+    cli.quiet_mlflow()
     cfg = _validated(cfg_node)
     root = store.repo_root()
     processed = _processed_dir(root, cfg)

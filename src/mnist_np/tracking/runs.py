@@ -6,10 +6,12 @@ import contextlib
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import mlflow.data
 from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
@@ -53,6 +55,25 @@ def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> di
 
 
 FAILURE_TAG = "failure"
+
+
+def log_dataset(x, y, sha256: str, path: Path, name: str, context: str) -> None:
+    """Record a split as the active run's MLflow dataset input (the UI's Dataset column): its name,
+    the SHA-256 of its file as digest, where it lives, its shape."""
+    with warnings.catch_warnings():
+        # MLflow has two equivalent source types registered for local paths and says so: noise.
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+        dataset = mlflow.data.from_numpy(x, targets=y, source=str(path), name=name, digest=sha256[:16])
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException:
+            # Parallel jobs of a sweep record the same dataset at once, and the store lets only the
+            # first insert it; after that, the dataset exists and logging it again succeeds.
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 _DVC_TEMP = (".dvc", "tmp", "exps")
 SERVER_TIMEOUT_S = 10
+EXPERIMENT_KIND = "mlflow.experimentKind"
 
 
 def repo_root(start: str | os.PathLike | None = None) -> Path:
@@ -116,6 +117,8 @@ def setup(experiment: str, root: Path | None = None) -> str:
             with contextlib.suppress(mlflow.exceptions.MlflowException):
                 client.create_experiment(experiment, artifact_location=location)
             found = client.get_experiment_by_name(experiment)
+        if EXPERIMENT_KIND not in found.tags:  # the UI then opens on the runs table, not the GenAI overview
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, "custom_model_development")
     if found.lifecycle_stage == "deleted":
         raise UserError(
             f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
@@ -146,3 +149,12 @@ def project_experiment(root: Path | None = None) -> str:
             "or name the experiment (--experiment)"
         )
     return config.load_params(params).tracking.experiment
+
+
+def run_link(experiment_id: str, run_id: str, uri: str | None = None) -> str:
+    """Where a person sees the run: its page in the MLflow UI, and how to start the UI for a local store."""
+    uri = uri or mlflow.get_tracking_uri()
+    served = urllib.parse.urlparse(uri).scheme in ("http", "https")
+    base = uri.rstrip("/") if served else "http://127.0.0.1:5000"
+    page = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return page if served else f"{page} (start the UI with: mlflow ui --backend-store-uri {uri})"
