@@ -23,7 +23,9 @@ def main() -> None:
     parser.add_argument("--experiment", help="MLflow experiment name (default: tracking.experiment in params.yaml)")
     parser.add_argument("--sweep", help="a sweep's parent run id, or 'latest'")
     parser.add_argument("--top", type=int, help="show only the best N runs")
-    parser.add_argument("--sort", default="val_accuracy", help="metric or parameter to sort by (default: val_accuracy)")
+    parser.add_argument(
+        "--sort", default=compare.RANK_METRIC, help=f"metric or parameter to sort by (default: {compare.RANK_METRIC})"
+    )
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown")
     parser.add_argument(
@@ -33,7 +35,9 @@ def main() -> None:
     args = parser.parse_args()
 
     store.use_store()
-    table = compare.runs_table(args.experiment or store.project_experiment(), args.sweep, args.top, args.sort)
+    experiment = args.experiment or store.project_experiment()
+    table = compare.runs_table(experiment, args.sweep, args.top, args.sort)
+    print(f"{compare.describe_selection(experiment, args.sweep)}, by {args.sort}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         print(table.drop(columns=["start_time"]).to_string(index=False))
     if args.csv:

@@ -187,7 +187,16 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
     assert table["run_id"].iloc[0] in done.stdout
     assert (work / "runs.md").read_text().startswith("| run_id")
     figures = {p.name for p in (work / "figs").rglob("*.png")}
-    assert figures == {"learning_curves.png", "accuracy_vs_params.png", "confusion_matrix.png", "misclassified.png"}
+    assert figures == {
+        "learning_curves.png",
+        "accuracy_vs_params.png",
+        "accuracy_heatmap.png",
+        "accuracy_vs_time.png",
+        "confusion_matrix.png",
+        "misclassified.png",
+    }
+    parent = runs_in(env).query("`tags.sweep` == 'parent'").iloc[0]
+    assert f"the runs of sweep {parent['tags.mlflow.runName']!r} ({parent['run_id']})" in done.stdout
 
     by_loss = subprocess.run(
         [sys.executable, COMPARE, "--experiment", "mnist", "--sort", "test_loss", "--csv", "loss.csv", "--no-plots"],

@@ -51,6 +51,21 @@ def latest_sweep(experiment_id: str) -> str:
     return parents["run_id"].iloc[0]
 
 
+def describe_selection(experiment: str, sweep: str | None) -> str:
+    """What a table shows, in words: a sweep (named, with its id) or a whole experiment."""
+    if not sweep:
+        return f"all runs of experiment {experiment!r}"
+    found = mlflow.get_experiment_by_name(experiment)
+    parent_id = latest_sweep(found.experiment_id) if found is not None and sweep == "latest" else sweep
+    try:
+        name = MlflowClient().get_run(parent_id).info.run_name
+    except mlflow.exceptions.MlflowException as exc:
+        raise UserError(
+            f"no sweep run {sweep!r} in {mlflow.get_tracking_uri()}; pass a parent run id or 'latest'"
+        ) from exc
+    return f"the runs of sweep {name!r} ({parent_id})"
+
+
 def runs_table(
     experiment: str, sweep: str | None = None, top: int | None = None, sort: str = RANK_METRIC
 ) -> pd.DataFrame:
@@ -90,7 +105,8 @@ def runs_table(
         table[name] = runs.get(f"metrics.{name}")
     if "tags.failure" in runs:  # why a run FAILED (training diverged, say)
         table["failure"] = runs["tags.failure"]
-    table["epochs_run"] = table["epochs_run"].astype("Int64")  # MLflow stores every metric as a float
+    for name in ("epochs_run", "kept_epoch"):  # MLflow stores every metric as a float
+        table[name] = table[name].astype("Int64")
     if sort not in table:
         raise UserError(
             f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}"
@@ -124,11 +140,17 @@ def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[P
     swept = [
         c for c in table.columns if "." in c and table[c].nunique() > 1 and pd.api.types.is_numeric_dtype(table[c])
     ]
-    if swept and table[RANK_METRIC].notna().any():
-        plots.accuracy_vs_params(table.dropna(subset=[RANK_METRIC]), swept, RANK_METRIC).savefig(
-            out_dir / "accuracy_vs_params.png", dpi=110
-        )
-        written.append(out_dir / "accuracy_vs_params.png")
+    scored = table.dropna(subset=[RANK_METRIC])
+    figures = {}
+    if swept and len(scored):
+        figures["accuracy_vs_params.png"] = plots.accuracy_vs_params(scored, swept, RANK_METRIC)
+    if len(swept) == 2 and len(scored):
+        figures["accuracy_heatmap.png"] = plots.accuracy_heatmap(scored, *swept, RANK_METRIC)
+    if scored["train_seconds"].notna().any():
+        figures["accuracy_vs_time.png"] = plots.accuracy_vs_time(scored.dropna(subset=["train_seconds"]), RANK_METRIC)
+    for name, figure in figures.items():
+        figure.savefig(out_dir / name, dpi=110)
+        written.append(out_dir / name)
     best = table["run_id"].iloc[0]
     for name in ("confusion_matrix.png", "misclassified.png"):
         try:

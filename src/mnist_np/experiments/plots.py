@@ -37,7 +37,7 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     return fig
 
 
-def confusion_heatmap(confusion: np.ndarray) -> Figure:
+def confusion_heatmap(confusion: np.ndarray, run: str = "") -> Figure:
     """Counts with rows = true digit and columns = predicted digit; the colour is the row share."""
     confusion = np.asarray(confusion)
     share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
@@ -52,12 +52,14 @@ def confusion_heatmap(confusion: np.ndarray) -> Figure:
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
     accuracy = np.trace(confusion) / max(confusion.sum(), 1)
-    ax.set_title(f"Test confusion matrix (accuracy {accuracy:.2%})")
+    ax.set_title(f"{run + ': ' if run else ''}test confusion matrix (accuracy {accuracy:.2%})")
     fig.colorbar(image, ax=ax, label="share of the true digit")
     return fig
 
 
-def misclassified_grid(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, limit: int = 36) -> Figure:
+def misclassified_grid(
+    images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray, limit: int = 36, run: str = ""
+) -> Figure:
     """The first `limit` misclassified images (n, 784 or n, 28, 28) titled 'pred P / true T'."""
     wrong = np.flatnonzero(y_true != y_pred)[:limit]
     cols = 9
@@ -69,7 +71,8 @@ def misclassified_grid(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarra
     for ax, index in zip(axes, wrong):
         ax.imshow(images[index].reshape(28, 28), cmap="gray_r")
         ax.set_title(f"pred {y_pred[index]} / true {y_true[index]}", fontsize=7, color="firebrick")
-    fig.suptitle(f"Misclassified test digits ({len(np.flatnonzero(y_true != y_pred))} in all; first {len(wrong)})")
+    wrong_total = len(np.flatnonzero(y_true != y_pred))
+    fig.suptitle(f"{run + ': ' if run else ''}misclassified test digits ({wrong_total} in all; first {len(wrong)})")
     return fig
 
 
@@ -91,4 +94,39 @@ def accuracy_vs_params(runs: pd.DataFrame, params: list[str], metric: str = "val
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"{metric} against each swept parameter ({len(runs)} runs)")
+    return fig
+
+
+def accuracy_heatmap(runs: pd.DataFrame, rows: str, columns: str, metric: str) -> Figure:
+    """A two-parameter grid at a glance: the mean `metric` of the runs in each cell, values written in."""
+    grid = runs.pivot_table(index=rows, columns=columns, values=metric, aggfunc="mean").sort_index().sort_index(axis=1)
+    values = grid.to_numpy()
+    fig = Figure(figsize=(1.2 * grid.shape[1] + 3, 0.7 * grid.shape[0] + 2), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    middle = np.nanmean(values)
+    for (i, j), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            colour = "white" if value < middle else "black"  # readable on viridis's dark and light ends
+            ax.text(j, i, f"{value:.4f}", ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
+    ax.set_xlabel(columns)
+    ax.set_ylabel(rows)
+    fig.colorbar(image, ax=ax, label=metric)
+    ax.set_title(f"{metric} over {rows} x {columns} ({len(runs)} runs)")
+    return fig
+
+
+def accuracy_vs_time(runs: pd.DataFrame, metric: str, seconds: str = "train_seconds") -> Figure:
+    """Which runs are worth their cost: each run's `metric` against its training time, named."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(runs[seconds], runs[metric], alpha=0.8)
+    for _, run in runs.iterrows():
+        ax.annotate(run["run_name"], (run[seconds], run[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("training time (s, gradient steps)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{metric} against training time ({len(runs)} runs)")
     return fig

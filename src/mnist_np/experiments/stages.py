@@ -192,8 +192,9 @@ def evaluate(
         pd.DataFrame({"actual": test.y, "predicted": predicted}).to_csv(tmp, index=False)
     if log_metrics:
         mlflow.log_metrics(summary)
-    mlflow.log_figure(plots.confusion_heatmap(confusion), "plots/confusion_matrix.png")
-    mlflow.log_figure(plots.misclassified_grid(test.x, test.y, predicted), "plots/misclassified.png")
+    name = mlflow.active_run().info.run_name
+    mlflow.log_figure(plots.confusion_heatmap(confusion, name), "plots/confusion_matrix.png")
+    mlflow.log_figure(plots.misclassified_grid(test.x, test.y, predicted, run=name), "plots/misclassified.png")
     for name in (METRICS_FILE, CLASSIFICATION_FILE):
         mlflow.log_artifact(str(reports_dir / name), artifact_path="reports")
     return summary
