@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from mnist_np import cli
-from mnist_np.experiments import compare
-from mnist_np.tracking import store
+from mnist_np.experiments import RANK_METRIC
 
 log = logging.getLogger("compare")
 
@@ -21,11 +20,9 @@ log = logging.getLogger("compare")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", help="MLflow experiment name (default: tracking.experiment in params.yaml)")
-    parser.add_argument("--sweep", help="a sweep's parent run id, or 'latest'")
-    parser.add_argument("--top", type=int, help="show only the best N runs")
-    parser.add_argument(
-        "--sort", default=compare.RANK_METRIC, help=f"metric or parameter to sort by (default: {compare.RANK_METRIC})"
-    )
+    parser.add_argument("--sweep", help="a sweep's parent run id, or 'latest' (default: every run)")
+    parser.add_argument("--top", type=int, help="show only the best N runs (default: all)")
+    parser.add_argument("--sort", default=RANK_METRIC, help=f"metric or parameter to sort by (default: {RANK_METRIC})")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown")
     parser.add_argument(
@@ -33,6 +30,8 @@ def main() -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="print the table only")
     args = parser.parse_args()
+    from mnist_np.experiments import compare  # MLflow loads after the arguments: --help stays quick
+    from mnist_np.tracking import store
 
     store.use_store()
     experiment = args.experiment or store.project_experiment()

@@ -17,8 +17,8 @@ from mnist_np.files import atomic_path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides such as model.hidden_size=32")
-    parser.add_argument("--conf", default="conf")
-    parser.add_argument("--out", default="params.yaml")
+    parser.add_argument("--conf", default="conf", help="the Hydra config folder (default: conf)")
+    parser.add_argument("--out", default="params.yaml", help="where to write the composition (default: params.yaml)")
     args = parser.parse_args()
     composed = config.compose(args.conf, args.overrides)
     config.validate(composed)

@@ -8,12 +8,13 @@ test metrics into the MLflow run the train stage started.
 from pathlib import Path
 
 from mnist_np import cli, config
-from mnist_np.experiments import stages
 
 
 def main() -> None:
     args = cli.stage_args(__doc__, data="data/processed", models="models", reports="reports")
     cfg = config.load_params(args.params)
+    from mnist_np.experiments import stages  # MLflow loads after the arguments: --help stays quick
+
     stages.evaluate_run(cfg, Path(args.data), Path(args.models), Path(args.reports))
 
 

@@ -11,11 +11,12 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_np import cli
-from mnist_np.experiments import sweep
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    from mnist_np.experiments import sweep  # after Hydra parsed the command line: --help stays quick
+
     return sweep.run_job(cfg)
 
 
@@ -23,6 +24,8 @@ def run_sweep() -> None:
     try:
         main()
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's parent ends KILLED, not FAILED
+        from mnist_np.experiments import sweep
+
         sweep.end_open_sweeps("KILLED")
         raise
 

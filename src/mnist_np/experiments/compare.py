@@ -10,10 +10,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import UserError
-from . import plots
+from . import RANK_METRIC, plots
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
-RANK_METRIC = "kept_val_accuracy"  # validation accuracy of the weights a run kept: what sweeps rank on
 METRICS = (
     RANK_METRIC,
     "val_accuracy",

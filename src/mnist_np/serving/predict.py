@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             "--stats",
             type=Path,
             default=Path("data") / "processed",
-            help="directory with the normalize stage's stats.json, for a weights file",
+            help="directory with the normalize stage's stats.json, for a weights file (default: data/processed)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
         args = parser.parse_args(argv)
