@@ -85,18 +85,14 @@ def run(
     return done
 
 
+def sweep_cmd(workdir: Path, *overrides: str) -> list[str]:
+    """pipelines/sweep.py -m in `workdir` on tiny data (its validation split has 20 images)."""
+    return [sys.executable, SWEEP, "-m", f"hydra.sweep.dir={workdir / 'multirun'}", "data.val_size=20", *overrides]
+
+
 def sweep(workdir: Path, env: dict, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """pipelines/sweep.py -m in `workdir`, 1 epoch, on tiny data (validation split of 20)."""
-    cmd = [
-        sys.executable,
-        SWEEP,
-        "-m",
-        f"hydra.sweep.dir={workdir / 'multirun'}",
-        "train.epochs=1",
-        "data.val_size=20",
-        *overrides,
-    ]
-    return run(cmd, workdir, env, check, timeout=600)
+    """A one-epoch sweep on tiny data, run to its end."""
+    return run(sweep_cmd(workdir, "train.epochs=1", *overrides), workdir, env, check, timeout=600)
 
 
 def free_port() -> int:

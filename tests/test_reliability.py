@@ -23,7 +23,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import BIN, REPO, SWEEP, Watched, clean_env, free_port, wait_for
+from helpers import BIN, REPO, SWEEP, Watched, clean_env, free_port, sweep_cmd, wait_for
 from mnist_np.data import splits
 from mnist_np.files import save_npz
 from mnist_np.model import reference, weights
@@ -111,14 +111,7 @@ def test_a_stopped_train_stage_keeps_its_epochs_and_ends_killed(project, sig, st
 
 def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_child(project):
     work, env = project
-    cmd = [
-        sys.executable,
-        SWEEP,
-        "-m",
-        f"hydra.sweep.dir={work / 'multirun'}",
-        "data.val_size=20",
-        "train.epochs=2,100000",
-    ]
+    cmd = sweep_cmd(work, "train.epochs=2,100000")
     sweep = Watched(cmd, work, env)
     sweep.wait_for_line("epoch 3/100000")  # the first job has finished, the second trains
     returncode, stderr = sweep.stop(signal.SIGTERM)
@@ -136,17 +129,9 @@ def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_ch
 
 def test_a_sigterm_to_a_joblib_sweep_leaves_nothing_running(project):
     work, env = project
-    cmd = [
-        sys.executable,
-        SWEEP,
-        "-m",
-        f"hydra.sweep.dir={work / 'multirun'}",
-        "data.val_size=20",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "train.epochs=100000",
-        "model.hidden_size=8,12",
-    ]
+    cmd = sweep_cmd(
+        work, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.epochs=100000", "model.hidden_size=8,12"
+    )
     sweep = Watched(cmd, work, env)
     sweep.wait_for_line("epoch 3/100000")
     returncode, stderr = sweep.stop(signal.SIGTERM)
@@ -181,15 +166,7 @@ def test_divergence_fails_the_run_with_its_reason(project):
 
 def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(project):
     work, env = project
-    cmd = [
-        sys.executable,
-        SWEEP,
-        "-m",
-        f"hydra.sweep.dir={work / 'multirun'}",
-        "data.val_size=20",
-        "train.epochs=2",
-        "train.lr=0.1,1000",
-    ]
+    cmd = sweep_cmd(work, "train.epochs=2", "train.lr=0.1,1000")
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 3 and "1 job(s) of the sweep failed" in done.stderr and "Traceback" not in done.stderr
     runs = all_runs(env)

@@ -53,14 +53,20 @@ def description(cfg: config.Config) -> str:
     """A run's one-line description in the MLflow UI."""
     m, t = cfg.model, cfg.train
     options = [
-        f"{k} {v:g}"
-        for k, v in (("momentum", t.momentum), ("weight decay", t.weight_decay), ("lr decay", t.lr_decay))
-        if v != (1.0 if k == "lr decay" else 0.0)
+        f"momentum {t.momentum:g}" if t.momentum else "",
+        f"weight decay {t.weight_decay:g}" if t.weight_decay else "",
+        f"lr decay {t.lr_decay:g}" if t.lr_decay != 1 else "",
+        f"early stopping after {t.early_stopping}" if t.early_stopping else "",
     ]
-    stop = f", early stopping after {t.early_stopping}" if t.early_stopping else ""
-    return (
-        f"784-{m.hidden_size}-10 ReLU/softmax network ({m.init} init), SGD lr {t.lr:g}, batch {t.batch_size}, "
-        f"{t.epochs} epochs{stop}" + "".join(f", {o}" for o in options) + f", seed {t.seed}"
+    return ", ".join(
+        [
+            f"784-{m.hidden_size}-10 ReLU/softmax network ({m.init} init)",
+            f"SGD lr {t.lr:g}",
+            f"batch {t.batch_size}",
+            f"{t.epochs} epochs",
+            *filter(None, options),
+            f"seed {t.seed}",
+        ]
     )
 
 
