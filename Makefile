@@ -36,8 +36,9 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Recompose params.yaml from conf/ after editing conf/ (dvc exp run does this by itself).
-# Overrides go in ARGS, e.g. make params ARGS=+experiment=best
+# Select a configuration: overrides in ARGS (e.g. make params ARGS=+experiment=best) are recorded in
+# conf/selection.yaml, which dvc exp run -S and sweeps compose too; params.yaml is its composition.
+# Without ARGS: back to conf/config.yaml as it is. Also run after editing conf/.
 params: setup
 	$(BIN)/python pipelines/compose_params.py $(ARGS)
 

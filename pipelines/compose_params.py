@@ -1,27 +1,42 @@
-"""Write params.yaml as the Hydra composition of conf/ (plus any overrides), after validating it.
+"""Select a configuration: record Hydra overrides in conf/selection.yaml, then write params.yaml as
+its composition, after validating it.
 
-DVC does the same composition itself on `dvc exp run` (hydra.enabled in .dvc/config); run this
-(`make params`) after editing conf/ so that `dvc repro` sees the change.
+    python pipelines/compose_params.py                          # config.yaml as it is (resets the selection)
+    python pipelines/compose_params.py +experiment=best train.seed=1
 
-    python pipelines/compose_params.py [train.lr=0.05 ...]
+DVC composes conf/selection.yaml itself on `dvc exp run -S ...` (.dvc/config), and so do sweeps, so
+the selection survives both; run this (`make params`) after editing conf/ so that `dvc repro` sees it.
 """
 
 import argparse
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from mnist_np import cli, config
+from mnist_np.errors import ConfigError
 from mnist_np.files import atomic_path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides such as model.hidden_size=32")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides such as model.hidden_size=32 (default: none)")
     parser.add_argument("--conf", default="conf", help="the Hydra config folder (default: conf)")
     parser.add_argument("--out", default="params.yaml", help="where to write the composition (default: params.yaml)")
     args = parser.parse_args()
-    composed = config.compose(args.conf, args.overrides)
+    conf, selection_path = Path(args.conf), Path(args.conf) / f"{config.SELECTION}.yaml"
+    composed = config.compose(conf, args.overrides, name="config")
     config.validate(composed)
+    previous = selection_path.read_text() if selection_path.is_file() else None
+    with atomic_path(selection_path) as tmp:
+        tmp.write_text(config.selection_yaml(conf, args.overrides))
+    if config.compose(conf) != composed:  # the recorded selection must mean exactly the overrides
+        if previous is not None:
+            selection_path.write_text(previous)
+        raise ConfigError(
+            f"cannot record {' '.join(args.overrides)} in {selection_path}; use plain key=value "
+            "overrides and group choices"
+        )
     with atomic_path(args.out) as tmp:
         tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(composed)))
 

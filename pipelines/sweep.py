@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mnist_np import cli
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="../conf", config_name="selection", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     from mnist_np.experiments import sweep  # after Hydra parsed the command line: --help stays quick
 

@@ -1,6 +1,7 @@
 """conf/ composition, params.yaml agreement, and the schema's rejection of bad values."""
 
 import dataclasses
+import shutil
 
 import pytest
 import yaml
@@ -83,3 +84,26 @@ def test_load_params_reports_a_missing_file(tmp_path):
 def test_validated_config_is_typed():
     cfg = project_config("train.lr=1")
     assert isinstance(cfg.train.lr, float) and dataclasses.is_dataclass(cfg.data.files.train_images)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["+experiment=best", "train.seed=1"],
+        ["data=mnist", "model.init=he"],
+        ["train.lr=0.05", "model.hidden_size=32"],
+    ],
+)
+def test_a_recorded_selection_composes_exactly_like_its_overrides(tmp_path, overrides):
+    conf = tmp_path / "conf"
+    shutil.copytree(REPO / "conf", conf)
+    (conf / "selection.yaml").write_text(config.selection_yaml(conf, overrides))
+    assert config.compose(conf) == config.compose(conf, overrides, name="config")
+
+
+def test_a_selection_refuses_sweeps_and_bad_overrides_in_one_line():
+    with pytest.raises(ConfigError, match="single values"):
+        config.selection_yaml(REPO / "conf", ["train.lr=0.1,0.2"])
+    with pytest.raises(ConfigError, match="Could not override 'nonexistent'"):
+        config.compose(REPO / "conf", ["nonexistent=1"])

@@ -260,10 +260,27 @@ def stage_processes(script: str, cwd: Path) -> list[int]:
     return found
 
 
+def copy_of(project, tmp_path: Path) -> Path:
+    """A copy of the built project, for a test that changes its workspace for good."""
+    copy = tmp_path / "copy"
+    shutil.copytree(project[0], copy, symlinks=True)
+    return copy
+
+
+def test_a_selection_made_with_make_params_survives_dvc_exp_run(project, tmp_path):
+    _, env, _ = project
+    copy = copy_of(project, tmp_path)
+    run([sys.executable, "pipelines/compose_params.py", "model.init=he", "train.seed=3"], copy, env)
+    run(["dvc", "exp", "run", "-n", "selected", "-S", "train.lr=0.05"], copy, env)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    assert (params["model"]["init"], params["train"]["seed"], params["train"]["lr"]) == ("he", 3, 0.05)
+    assert params["train"]["epochs"] == EPOCHS  # the rest still comes from conf/
+    assert runs(copy)[-1].data.params["model.init"] == "he"
+
+
 def test_a_stopped_dvc_does_not_leave_its_stage_training(project, tmp_path):
-    dest, env, _ = project
-    copy = tmp_path / "copy"  # this test leaves a half-run workspace behind: not in the shared project
-    shutil.copytree(dest, copy, symlinks=True)
+    _, env, _ = project
+    copy = copy_of(project, tmp_path)  # this test leaves a half-run workspace behind
     params = yaml.safe_load((copy / "params.yaml").read_text())
     params["train"]["epochs"] = 100000
     (copy / "params.yaml").write_text(yaml.safe_dump(params))

@@ -131,13 +131,22 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Config:
     return validate(OmegaConf.load(path))
 
 
-def compose(conf_dir: str | os.PathLike = "conf", overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Compose `conf/config.yaml` with Hydra, as DVC does for `dvc exp run`, into a plain dict."""
+SELECTION = "selection"  # conf/selection.yaml: config.yaml plus the selection made with `make params`
+
+
+def compose(
+    conf_dir: str | os.PathLike = "conf", overrides: Sequence[str] = (), name: str = SELECTION
+) -> dict[str, Any]:
+    """Compose `conf/<name>.yaml` with Hydra, as DVC does for `dvc exp run`, into a plain dict."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        try:
+            cfg = hydra_compose(config_name=name, overrides=list(overrides))
+        except HydraException as exc:  # a bad override: Hydra's message, first line, names it
+            raise ConfigError(f"{str(exc).splitlines()[0]} ({' '.join(overrides)})") from exc
     return OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -164,3 +173,30 @@ def hyperparameters(cfg: Config) -> dict[str, Any]:
     """The parameters a run is compared and reproduced by: model, training, the data's split and
     scaling, the experiment; not the dataset's mirrors, checksums or network settings."""
     return {k: v for k, v in flatten(cfg).items() if not k.startswith(DATASET_DEFINITION)}
+
+
+SELECTION_HEADER = """\
+# The configuration in use: config.yaml plus what `make params ARGS=...` selected. Written by
+# pipelines/compose_params.py (do not edit by hand; `make params` without ARGS resets it). DVC composes
+# this file for `dvc exp run -S ...` (.dvc/config), and so do sweeps, so a selection survives both.
+"""
+
+
+def selection_yaml(conf_dir: Path, overrides: Sequence[str]) -> str:
+    """conf/selection.yaml recording Hydra overrides: config groups chosen in its defaults list,
+    values set in its body, so that composing it equals composing config.yaml with the overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    defaults: list[Any] = ["config"]
+    body = OmegaConf.create({})
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if override.is_sweep_override() or override.is_delete():
+            raise ConfigError(f"{override.input_line}: a selection takes single values; sweep with pipelines/sweep.py")
+        if (conf_dir / key).is_dir():  # a config group: choose one of its files
+            value = override.get_value_element_as_str()
+            defaults.append({key: value} if override.is_add() else {f"override {key}": value})
+        else:
+            OmegaConf.update(body, key, override.value(), force_add=True)
+    selection = OmegaConf.create({"defaults": [*defaults, "_self_"]})
+    return SELECTION_HEADER + OmegaConf.to_yaml(OmegaConf.merge(selection, body))
