@@ -4,6 +4,7 @@ Every test starts from the fixture's first `dvc repro`, whatever ran before it."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,7 +57,11 @@ def project(tmp_path_factory, mnist_mirror):
     run(["git", "add", "-A"], dest, env)
     run(["git", "commit", "-qm", "copy"], dest, env)
     done = run(["dvc", "repro"], dest, env)
-    return dest, env, done.stdout + done.stderr
+    yield dest, env, done.stdout + done.stderr
+    # DVC's queue workers can outlive `dvc queue stop`: end whatever still runs in the project.
+    for pid in processes_in(dest.parent):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def store(dest: Path) -> MlflowClient:
@@ -247,13 +252,14 @@ def test_queued_experiments_log_into_the_repository_store(project):
         )
 
 
-def stage_processes(script: str, cwd: Path) -> list[int]:
-    """Pids of running `python <script>` processes whose working directory is `cwd`."""
+def processes_in(folder: Path, script: str = "") -> list[int]:
+    """Pids of running processes whose working directory is in `folder` (and that run `script`)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if any(arg.decode().endswith(script) for arg in argv) and Path(os.readlink(proc / "cwd")) == cwd:
+            cwd = Path(os.readlink(proc / "cwd"))
+            if cwd.is_relative_to(folder) and any(arg.decode().endswith(script) for arg in argv):
                 found.append(int(proc.name))
         except (OSError, ValueError):
             continue
@@ -286,9 +292,9 @@ def test_a_stopped_dvc_does_not_leave_its_stage_training(project, tmp_path):
     (copy / "params.yaml").write_text(yaml.safe_dump(params))
     dvc = Watched(["dvc", "repro", "-s", "train"], copy, env)
     dvc.wait_for_line("epoch 3/100000")
-    assert len(stage_processes("pipelines/train.py", copy)) == 1
+    assert len(processes_in(copy, "pipelines/train.py")) == 1
     dvc.stop(signal.SIGKILL)  # DVC gets no chance to clean up or pass a signal on
-    wait_for(lambda: not stage_processes("pipelines/train.py", copy), timeout=30, what="the stage to stop")
+    wait_for(lambda: not processes_in(copy, "pipelines/train.py"), timeout=30, what="the stage to stop")
     newest = runs(copy)[-1]
     assert (
         newest.info.status == "KILLED" and len(store(copy).get_metric_history(newest.info.run_id, "val_accuracy")) >= 3
