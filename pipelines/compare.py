@@ -36,7 +36,7 @@ def main() -> None:
     store.use_store()
     experiment = args.experiment or store.project_experiment()
     table = compare.runs_table(experiment, args.sweep, args.top, args.sort)
-    print(f"{compare.describe_selection(experiment, args.sweep)}, by {args.sort}:")
+    print(f"{compare.describe_selection(experiment, table)}, by {args.sort}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         print(table.drop(columns=["start_time"]).to_string(index=False))
     if args.csv:

@@ -50,17 +50,16 @@ def latest_sweep(experiment_id: str) -> str:
     return parents["run_id"].iloc[0]
 
 
-def describe_selection(experiment: str, sweep: str | None) -> str:
-    """What a table shows, in words: a sweep (named, with its id) or a whole experiment."""
-    if not sweep:
+def describe_selection(experiment: str, table: pd.DataFrame) -> str:
+    """What a runs_table shows, in words: a sweep (named, with its id) or a whole experiment."""
+    parent_id = table.attrs.get("sweep")
+    if not parent_id:
         return f"all runs of experiment {experiment!r}"
-    found = mlflow.get_experiment_by_name(experiment)
-    parent_id = latest_sweep(found.experiment_id) if found is not None and sweep == "latest" else sweep
     try:
         name = MlflowClient().get_run(parent_id).info.run_name
     except mlflow.exceptions.MlflowException as exc:
         raise UserError(
-            f"no sweep run {sweep!r} in {mlflow.get_tracking_uri()}; pass a parent run id or 'latest'"
+            f"no sweep run {parent_id!r} in {mlflow.get_tracking_uri()}; pass a parent run id or 'latest'"
         ) from exc
     return f"the runs of sweep {name!r} ({parent_id})"
 
@@ -68,7 +67,8 @@ def describe_selection(experiment: str, sweep: str | None) -> str:
 def runs_table(
     experiment: str, sweep: str | None = None, top: int | None = None, sort: str = RANK_METRIC
 ) -> pd.DataFrame:
-    """One row per training run (sweep parents left out): swept params and metrics, best first.
+    """One row per training run (sweep parents left out): swept params and metrics, best first;
+    `table.attrs["sweep"]` is the sweep's parent run id, if one was asked for.
 
     `sweep` is a parent run id or "latest"; `sort` is a metric or parameter name (losses sort
     ascending, everything else descending).
@@ -111,7 +111,9 @@ def runs_table(
             f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}"
         )
     table = table.sort_values(sort, ascending="loss" in sort, na_position="last", kind="stable")
-    return (table.head(top) if top else table).reset_index(drop=True)
+    table = (table.head(top) if top else table).reset_index(drop=True)
+    table.attrs["sweep"] = sweep  # the parent run id "latest" resolved to, for describe_selection
+    return table
 
 
 def histories(run_ids: list[str], labels: list[str]) -> dict[str, pd.DataFrame]:

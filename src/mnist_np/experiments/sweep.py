@@ -53,12 +53,11 @@ def _validated(cfg: DictConfig) -> config.Config:
     return config.validate({key: OmegaConf.to_container(cfg[key], resolve=True) for key in cfg if key != "hydra"})
 
 
-def _processed_dir(root: Path, cfg: config.Config) -> Path:
-    """data/processed/, checked against the job's data settings: a sweep trains on the data the
-    normalize stage prepared and cannot change how it was prepared."""
+def _processed_dir(root: Path, cfg: config.Config) -> tuple[Path, dict]:
+    """data/processed/ and its statistics, checked against the job's data settings: a sweep trains
+    on the data the normalize stage prepared and cannot change how it was prepared."""
     processed = root / PROCESSED_DIR
     stats = splits.load_stats(processed)  # a clear error naming `dvc repro normalize` when it is missing
-    loop.check_feasible(cfg.train, stats["sizes"]["train"])
     prepared = {"data.standardize": stats["standardize"], "data.val_size": stats["sizes"]["val"]}
     wanted = {"data.standardize": cfg.data.standardize, "data.val_size": cfg.data.val_size}
     if prepared != wanted:
@@ -67,7 +66,7 @@ def _processed_dir(root: Path, cfg: config.Config) -> Path:
             f"{processed} was prepared with other data settings: {differ}. Sweep only model.* and "
             "train.* here, or prepare the data first (make params ARGS=... && dvc repro normalize)"
         )
-    return processed
+    return processed, stats
 
 
 def _combinations(task_overrides: list[str], search_space: dict[str, str]) -> list[list[str]]:
@@ -97,7 +96,8 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     first = None
     for overrides in _combinations(list(hydra_cfg.overrides.task), space):
         cfg = _validated(compose(config_name=hydra_cfg.job.config_name, overrides=overrides))
-        _processed_dir(root, cfg)
+        _, stats = _processed_dir(root, cfg)
+        loop.check_feasible(cfg.train, stats["sizes"]["train"])  # a job checks the data it loads itself
         first = first or cfg
     return first
 
@@ -261,7 +261,7 @@ def run_job(cfg_node: DictConfig) -> float:
     cli.quiet_mlflow()
     cfg = _validated(cfg_node)
     root = store.repo_root()
-    processed = _processed_dir(root, cfg)
+    processed, _ = _processed_dir(root, cfg)
     data = stages.load_training_data(cfg, processed)
     test = splits.load(processed, "test")
     hydra = HydraConfig.get()
