@@ -1,6 +1,7 @@
-"""DVC stage `download`: fetch the four MNIST files, checksum-verified, into data/raw/.
+"""DVC stage `download`: fetch the dataset's raw files, checksum-verified, into data/raw/.
 
-Set MNIST_MIRROR to a directory or base URL to try it before the configured mirrors.
+The dataset's mirrors and checksums are in conf/dataset/mnist.yaml. Set MNIST_MIRROR to a directory
+or base URL to try it before those mirrors.
 """
 
 from mnist_np import cli, config
@@ -8,9 +9,8 @@ from mnist_np.data import download
 
 
 def main() -> None:
-    args = cli.stage_args(__doc__, out="data/raw")
-    cfg = config.load_params(args.params)
-    download.download_all(cfg.data, args.out)
+    args = cli.stage_args(__doc__, params=False, dataset=config.DATASET, out="data/raw")
+    download.download_all(config.load_source(args.dataset), args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from helpers import REPO, tiny_config, write_tiny_mnist
+from helpers import REPO, project_config, write_tiny_mnist
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,9 +36,9 @@ def _restore_tracking_uri():
 
 @pytest.fixture
 def tiny_mnist(tmp_path):
-    """(mirror directory with tiny IDX files, the project config pointed at them, 2 epochs)."""
-    paths = write_tiny_mnist(tmp_path / "mirror")
-    return tmp_path / "mirror", tiny_config(paths, "data.val_size=20", "train.epochs=2")
+    """(mirror directory with tiny IDX files under the standard names, the project config, 2 epochs)."""
+    write_tiny_mnist(tmp_path / "mirror")
+    return tmp_path / "mirror", project_config("data.val_size=20", "train.epochs=2")
 
 
 @pytest.fixture(scope="session")

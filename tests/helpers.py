@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from mnist_np import config
 from mnist_np.data.idx import write_idx
@@ -58,12 +59,15 @@ def write_tiny_mnist(directory: Path, n_train: int = 120, n_test: int = 40, seed
     return paths
 
 
-def tiny_config(paths: dict[str, Path], *overrides: str) -> config.Config:
-    """The project config pointed at tiny files (with their own checksums)."""
-    raw = composed(*overrides)
+SOURCE = config.load_source(REPO / config.DATASET)  # the project's dataset definition (the file names)
+
+
+def tiny_source(paths: dict[str, Path], **settings: object) -> config.DatasetSource:
+    """The project's dataset definition pointed at tiny files (with their own checksums)."""
+    raw = OmegaConf.to_container(OmegaConf.load(REPO / config.DATASET))
     for key, path in paths.items():
-        raw["data"]["files"][key] = {"name": path.name, "sha256": sha256_file(path)}
-    return config.validate(raw)
+        raw["files"][key] = {"name": path.name, "sha256": sha256_file(path)}
+    return config.validate({**raw, **settings}, config.DatasetSource)
 
 
 def tiny_problem(seed: int = 0, n: int = 200) -> tuple[np.ndarray, np.ndarray]:

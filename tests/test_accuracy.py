@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import project_config
+from helpers import SOURCE, project_config
 from mnist_np.data import splits
 from mnist_np.training import loop, metrics
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def train_and_test(mnist_mirror, overrides):
     cfg = project_config(*overrides)
-    prepared, _ = splits.prepare(mnist_mirror, cfg.data)
+    prepared, _ = splits.prepare(mnist_mirror, cfg.data, SOURCE.files)
     fit = loop.fit(
         prepared["train"].x,
         prepared["train"].y,

@@ -25,7 +25,7 @@ def test_the_schema_holds_no_defaults_of_its_own():
         config.validate(raw)
     assert all(
         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        for cls in (config.DataConfig, config.ModelConfig, config.TrainConfig, config.TrackingConfig)
+        for cls in (config.DataConfig, config.ModelConfig, config.TrainConfig, config.TrackingConfig, config.DatasetSource)
         for f in dataclasses.fields(cls)
     )
 
@@ -39,7 +39,7 @@ def test_overrides_compose_and_flatten_to_dotted_names():
     cfg = project_config("model.hidden_size=32", "train.lr=0.05")
     flat = config.flatten(cfg)
     assert flat["model.hidden_size"] == 32 and flat["train.lr"] == 0.05
-    assert flat["data.files.train_images.name"] == "train-images-idx3-ubyte.gz"
+    assert flat["data.val_size"] == 5000 and not any(k.startswith(("data.mirrors", "data.files")) for k in flat)
 
 
 @pytest.mark.parametrize(
@@ -71,9 +71,19 @@ def test_bad_values_are_rejected_naming_the_key(override, key):
 
 def test_missing_section_is_rejected():
     raw = composed()
-    del raw["data"]["files"]
-    with pytest.raises(ConfigError, match="data.files"):
+    del raw["data"]["val_size"]
+    with pytest.raises(ConfigError, match="data.val_size"):
         config.validate(raw)
+
+
+def test_the_dataset_definition_is_checked_and_names_its_file(tmp_path):
+    assert config.load_source(REPO / config.DATASET).files.train_images.sha256.startswith("440fcabf")
+    bad = tmp_path / "mnist.yaml"
+    bad.write_text((REPO / config.DATASET).read_text().replace("retries: 3", "retries: 0"))
+    with pytest.raises(ConfigError, match=r"mnist\.yaml.*retries=0 is invalid"):
+        config.load_source(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        config.load_source(tmp_path / "none.yaml")
 
 
 def test_load_params_reports_a_missing_file(tmp_path):
@@ -83,7 +93,7 @@ def test_load_params_reports_a_missing_file(tmp_path):
 
 def test_validated_config_is_typed():
     cfg = project_config("train.lr=1")
-    assert isinstance(cfg.train.lr, float) and dataclasses.is_dataclass(cfg.data.files.train_images)
+    assert isinstance(cfg.train.lr, float) and dataclasses.is_dataclass(cfg.data)
 
 
 @pytest.mark.parametrize(

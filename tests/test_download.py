@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from helpers import project_config, tiny_config, write_tiny_mnist
+from helpers import SOURCE, tiny_source, write_tiny_mnist
 from mnist_np.data import download
 from mnist_np.errors import DownloadError
 
@@ -18,7 +18,7 @@ from mnist_np.errors import DownloadError
 @pytest.fixture
 def good(tmp_path):
     paths = write_tiny_mnist(tmp_path / "good")
-    return tmp_path / "good", tiny_config(paths, "data.retries=2", "data.timeout_s=5", "data.backoff_s=0.01")
+    return tmp_path / "good", tiny_source(paths, retries=2, timeout_s=5, backoff_s=0.01)
 
 
 @pytest.fixture
@@ -36,8 +36,8 @@ def http_mirror(tmp_path):
     server.server_close()
 
 
-def with_mirrors(cfg, mirrors):
-    return type(cfg.data)(**{**cfg.data.__dict__, "mirrors": mirrors})
+def with_mirrors(source, mirrors):
+    return type(source)(**{**source.__dict__, "mirrors": mirrors})
 
 
 def test_env_mirror_is_tried_before_the_configured_ones():
@@ -66,14 +66,14 @@ def test_bad_checksum_source_falls_through_to_the_next_over_http(good, http_mirr
     # The first source serves a corrupted copy of one file; the second has all of them intact.
     bad = tmp_path / "bad"
     shutil.copytree(mirror, bad)
-    victim = cfg.data.files.train_labels.name
+    victim = cfg.files.train_labels.name
     (bad / victim).write_bytes(b"\x00" * 10)
     sleeps = []
-    spec = cfg.data.files.train_labels
-    source = download.download(spec, tmp_path / "raw", [str(bad), url], cfg.data, sleep=sleeps.append, progress=False)
+    spec = cfg.files.train_labels
+    source = download.download(spec, tmp_path / "raw", [str(bad), url], cfg, sleep=sleeps.append, progress=False)
     assert source == url
     assert (tmp_path / "raw" / victim).read_bytes() == (mirror / victim).read_bytes()
-    assert sleeps == [cfg.data.backoff_s]  # one retry with backoff on the bad source before moving on
+    assert sleeps == [cfg.backoff_s]  # one retry with backoff on the bad source before moving on
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [victim]  # no temporary left behind
 
 
@@ -101,12 +101,11 @@ def test_present_verified_file_is_not_fetched_again(good, tmp_path):
     mirror, cfg = good
     raw = tmp_path / "raw"
     raw.mkdir()
-    spec = cfg.data.files.test_labels
+    spec = cfg.files.test_labels
     shutil.copy(mirror / spec.name, raw / spec.name)
-    assert download.download(spec, raw, [str(tmp_path / "nowhere")], cfg.data, progress=False) == "already present"
+    assert download.download(spec, raw, [str(tmp_path / "nowhere")], cfg, progress=False) == "already present"
 
 
 def test_real_mnist_files_verify_against_the_published_checksums(mnist_mirror, tmp_path):
-    cfg = project_config()
-    used = download.download_all(cfg.data, tmp_path / "raw", env={"MNIST_MIRROR": str(mnist_mirror)}, progress=False)
+    used = download.download_all(SOURCE, tmp_path / "raw", env={"MNIST_MIRROR": str(mnist_mirror)}, progress=False)
     assert sorted(used) == sorted(p.name for p in mnist_mirror.iterdir())

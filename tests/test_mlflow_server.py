@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, sweep
+from helpers import SOURCE, free_port, sweep
 from mnist_np.data import splits
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def api(url: str, path: str, body: dict | None = None) -> dict:
 def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
     raw_dir, cfg = tiny_mnist
     work = tmp_path / "work"
-    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data))
+    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
     env = {**os.environ, "MLFLOW_TRACKING_URI": server}
     sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_size=8,16")
 

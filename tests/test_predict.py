@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BIN, REPO, free_port, project_config
+from helpers import BIN, REPO, SOURCE, free_port, project_config
 from mnist_np.data import splits
 from mnist_np.data.idx import read_idx
 from mnist_np.experiments import stages
@@ -37,7 +37,7 @@ def trained(tmp_path_factory, mnist_mirror):
     """A project directory with real processed data and default-config weights, and the MLflow run."""
     root = tmp_path_factory.mktemp("predict")
     cfg = project_config()
-    splits.save(root / "data" / "processed", *splits.prepare(mnist_mirror, cfg.data))
+    splits.save(root / "data" / "processed", *splits.prepare(mnist_mirror, cfg.data, SOURCE.files))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     session_uri = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = uri

@@ -23,7 +23,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import BIN, REPO, SWEEP, Watched, clean_env, free_port, sweep_cmd, wait_for
+from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, free_port, sweep_cmd, wait_for
 from mnist_np.data import splits
 from mnist_np.files import save_npz
 from mnist_np.model import reference, weights
@@ -36,7 +36,7 @@ TRAIN, EVALUATE = str(REPO / "pipelines" / "train.py"), str(REPO / "pipelines" /
 def project(tmp_path, tiny_mnist):
     """A directory with tiny processed data, a params.yaml, and its own SQLite store."""
     raw_dir, cfg = tiny_mnist
-    splits.save(tmp_path / "data" / "processed", *splits.prepare(raw_dir, cfg.data))
+    splits.save(tmp_path / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_of(cfg)))
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONUNBUFFERED="1")
     return tmp_path, env

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import REPO, sweep
+from helpers import REPO, SOURCE, sweep
 from mnist_np.data import splits
 
 COMPARE = str(REPO / "pipelines" / "compare.py")
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # each sweep starts Hydra, MLflow and several pro
 def workdir(tiny_mnist, tmp_path):
     """A directory with data/processed/ from tiny IDX files and its own SQLite store."""
     raw_dir, cfg = tiny_mnist
-    splits.save(tmp_path / "work" / "data" / "processed", *splits.prepare(raw_dir, cfg.data))
+    splits.save(tmp_path / "work" / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"}
     return tmp_path / "work", env
 

@@ -110,10 +110,12 @@ def run(main: Callable[[], object]) -> None:
         sys.exit(report(exc))
 
 
-def stage_args(doc: str, **paths: str) -> argparse.Namespace:
-    """Arguments of a DVC stage entry point: --params and one --<name> option per path (with its default)."""
+def stage_args(doc: str, params: bool = True, **paths: str) -> argparse.Namespace:
+    """Arguments of a DVC stage entry point: --params (unless `params` is false) and one --<name>
+    option per path (with its default)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="the parameters (default: params.yaml)")
+    if params:
+        parser.add_argument("--params", default="params.yaml", help="the parameters (default: params.yaml)")
     for name, default in paths.items():
         parser.add_argument(f"--{name}", default=default, help=f"(default: {default})")
     return parser.parse_args()

@@ -45,22 +45,30 @@ class MnistFiles:
 
 
 @dataclass
-class DataConfig:
+class DatasetSource:
+    """conf/dataset/<name>.yaml: where the raw files come from (not a run parameter)."""
+
     mirrors: list[str]
     files: MnistFiles
-    val_size: int
-    split_seed: int
-    standardize: bool
     timeout_s: float
     retries: int
     backoff_s: float
 
     def __post_init__(self) -> None:
-        _check(len(self.mirrors) > 0, "data.mirrors", self.mirrors, "list at least one mirror")
+        _check(len(self.mirrors) > 0, "mirrors", self.mirrors, "list at least one mirror")
+        _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be > 0")
+        _check(self.retries >= 1, "retries", self.retries, "must be >= 1")
+        _check(self.backoff_s >= 0, "backoff_s", self.backoff_s, "must be >= 0")
+
+
+@dataclass
+class DataConfig:
+    val_size: int
+    split_seed: int
+    standardize: bool
+
+    def __post_init__(self) -> None:
         _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
-        _check(self.timeout_s > 0, "data.timeout_s", self.timeout_s, "must be > 0")
-        _check(self.retries >= 1, "data.retries", self.retries, "must be >= 1")
-        _check(self.backoff_s >= 0, "data.backoff_s", self.backoff_s, "must be >= 0")
 
 
 @dataclass
@@ -112,10 +120,10 @@ class Config:
     tracking: TrackingConfig
 
 
-def validate(raw: Mapping[str, Any]) -> Config:
+def validate(raw: Mapping[str, Any], schema: type = Config) -> Any:
     """Check a plain or OmegaConf mapping against the schema and return typed dataclasses."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), raw)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
@@ -129,6 +137,20 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Config:
     if not path.is_file():
         raise ConfigError(f"{path} not found; run from the repository root or regenerate it with `make params`")
     return validate(OmegaConf.load(path))
+
+
+DATASET = "conf/dataset/mnist.yaml"
+
+
+def load_source(path: str | os.PathLike = DATASET) -> DatasetSource:
+    """Read and validate a dataset definition (mirrors, checksums, network settings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found; run from the repository root or pass --dataset conf/dataset/<name>.yaml")
+    try:
+        return validate(OmegaConf.load(path), DatasetSource)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 SELECTION = "selection"  # conf/selection.yaml: config.yaml plus the selection made with `make params`
@@ -163,16 +185,6 @@ def flatten(cfg: Config) -> dict[str, Any]:
 
     walk("", asdict(cfg))
     return out
-
-
-# Where the data comes from and how it is fetched: a dataset's definition, not a run's settings.
-DATASET_DEFINITION = ("data.mirrors", "data.files.", "data.timeout_s", "data.retries", "data.backoff_s")
-
-
-def hyperparameters(cfg: Config) -> dict[str, Any]:
-    """The parameters a run is compared and reproduced by: model, training, the data's split and
-    scaling, the experiment; not the dataset's mirrors, checksums or network settings."""
-    return {k: v for k, v in flatten(cfg).items() if not k.startswith(DATASET_DEFINITION)}
 
 
 SELECTION_HEADER = """\

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import DataConfig, FileSpec
+from ..config import DatasetSource, FileSpec
 from ..errors import DownloadError
 from ..files import atomic_path, sha256_file
 
@@ -63,7 +63,7 @@ def download(
     spec: FileSpec,
     dest_dir: Path,
     srcs: Sequence[str],
-    cfg: DataConfig,
+    cfg: DatasetSource,
     sleep: Callable[[float], None] = time.sleep,
     progress: bool = True,
 ) -> str:
@@ -96,7 +96,7 @@ def download(
 
 
 def download_all(
-    cfg: DataConfig, dest_dir: str | os.PathLike, env: Mapping[str, str] = os.environ, progress: bool = True
+    cfg: DatasetSource, dest_dir: str | os.PathLike, env: Mapping[str, str] = os.environ, progress: bool = True
 ) -> dict[str, str]:
     """Download and verify the four MNIST files; return {file name: source used}."""
     dest_dir = Path(dest_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import DataConfig, MnistFiles
 from ..errors import DataError
 from ..files import load_npz, save_npz, sha256_file, write_json
 from .idx import read_idx
@@ -45,10 +45,10 @@ def _read_pair(raw_dir: Path, images: str, labels: str) -> tuple[np.ndarray, np.
     return x, y
 
 
-def prepare(raw_dir: str | os.PathLike, cfg: DataConfig) -> tuple[dict[str, Split], dict]:
-    """Read, validate, split and scale; return the three splits and the scaling statistics."""
+def prepare(raw_dir: str | os.PathLike, cfg: DataConfig, f: MnistFiles) -> tuple[dict[str, Split], dict]:
+    """Read the raw files `f` names, validate, split and scale; return the three splits and the
+    scaling statistics."""
     raw_dir = Path(raw_dir)
-    f = cfg.files
     x_all, y_all = _read_pair(raw_dir, f.train_images.name, f.train_labels.name)
     x_test, y_test = _read_pair(raw_dir, f.test_images.name, f.test_labels.name)
     if x_all.shape[1:] != x_test.shape[1:]:

@@ -108,7 +108,7 @@ def train(
     """Train into the active MLflow run: params, per-epoch metrics, the weights (out_dir/model.npz,
     also an artifact), the pyfunc model and the per-epoch history CSV."""
     weights_path = Path(out_dir) / WEIGHTS_FILE
-    mlflow.log_params(config.hyperparameters(cfg))
+    mlflow.log_params(config.flatten(cfg))
     mlflow.set_tag(MLFLOW_RUN_NOTE, description(cfg))
     for split, name, context in ((data.train, "train", "training"), (data.val, "val", "validation")):
         runs.log_dataset(
