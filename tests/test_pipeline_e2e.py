@@ -168,6 +168,15 @@ def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project)
     assert data["params"]["params.yaml"]["data"]["model"]["hidden_size"] == 32
     assert data["metrics"]["reports/metrics.json"]["data"]["test_accuracy"] == pytest.approx(workspace["test_accuracy"])
 
+    # The plain table in a 160-column terminal: the test score and the most swept param come first,
+    # no dataset definition among the columns.
+    table = run(["dvc", "exp", "show", "--no-pager"], dest, {**env, "COLUMNS": "160"}).stdout
+    lines = table.splitlines()
+    header = lines[1].split()
+    assert max(map(len, lines)) <= 160 and "wide" in table
+    assert header[2:3] == ["test_accuracy"] and "model.hidden_size" in header, header
+    assert "mirrors" not in table and "sha256" not in table and "440fcabf" not in table
+
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dest, env).stdout)[""]["data"]
     assert metrics["reports/metrics.json"]["data"] == pytest.approx(workspace)
     assert metrics["reports/training.json"]["data"]["kept_epoch"] == EPOCHS

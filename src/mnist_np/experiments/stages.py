@@ -154,8 +154,8 @@ def train(
         with atomic_path(history_path) as tmp:
             history.to_csv(tmp, index=False)
         kept = {
-            "kept_epoch": fit.kept.epoch,
             "kept_val_accuracy": fit.kept.val_accuracy,
+            "kept_epoch": fit.kept.epoch,
             "epochs_run": len(fit.history),
         }
         write_json(Path(history_path).with_name(TRAINING_METRICS_FILE), kept)
