@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -100,6 +102,17 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
     result = yaml.safe_load((work / "multirun" / "optimization_results.yaml").read_text())
     assert result["best_value"] == children["metrics.kept_val_accuracy"].max()  # Optuna maximised what jobs returned
     assert set(result["best_params"]) == {"train.lr", "train.batch_size", "model.hidden_size"}
+    # The study persists beside the SQLite MLflow store, named on the parent, with Optuna's figures there.
+    store_path = env["MLFLOW_TRACKING_URI"][len("sqlite:///") :]
+    study = optuna.load_study(
+        study_name=parent["tags.optuna.study_name"], storage=f"sqlite:///{Path(store_path).parent / 'optuna.db'}"
+    )
+    assert study.study_name == result["study_name"] and len(study.trials) == 3
+    assert study.best_value == result["best_value"]
+    figures = {a.path for a in MlflowClient(env["MLFLOW_TRACKING_URI"]).list_artifacts(parent["run_id"], "optuna")}
+    assert figures == {f"optuna/{n}.png" for n in ("optimization_history", "param_importances", "parallel_coordinate")}
+    description = parent["tags.mlflow.note.content"]
+    assert "train.lr: tag(log, interval(0.005, 1.0))" in description and study.study_name in description
     first = sorted(zip(children["params.train.lr"], children["params.model.hidden_size"]))
     # The same seed proposes the same trials again.
     sweep(

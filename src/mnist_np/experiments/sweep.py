@@ -149,6 +149,10 @@ class SweepCallback(Callback):
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
         client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
+        space = hydra.sweeper.get("params")
+        if space:  # Optuna's search space (a key swept on the command line replaces its entry)
+            client.log_param(self.parent_id, "sweep.search_space", ", ".join(f"{k}: {v}" for k, v in space.items()))
+            client.log_param(self.parent_id, "sweep.sampler_seed", hydra.sweeper.get("seed"))
         os.environ[PARENT_ENV] = self.parent_id
         _OPEN.append(self)
         # However the sweep ends (a crash, Ctrl-C, SIGTERM), the parent must not stay RUNNING.
@@ -238,6 +242,14 @@ def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5)
             f"**Sweep** `{params.get('sweep.overrides', '')}`",
             "",
             f"- launcher: `{params.get('sweep.launcher', '')}`, sweeper: `{params.get('sweep.sweeper', '')}`",
+            *(
+                [
+                    f"- search space: `{params['sweep.search_space']}`; sampler seed: "
+                    f"{params.get('sweep.sampler_seed')}; Optuna study: `{parent.data.tags.get('optuna.study_name')}`"
+                ]
+                if "sweep.search_space" in params
+                else []
+            ),
             f"- jobs: {parent.data.tags.get('sweep.children', len(ranked))} "
             f"({parent.data.tags.get('sweep.failed_jobs', 0)} failed); seed: {best.get('params.train.seed', '')}",
             f"- best: [{best['tags.mlflow.runName']}](#/experiments/{experiment_id}/runs/{best['run_id']}), "
