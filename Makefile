@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format params results lock clean
+.PHONY: setup run test test-fast lint format params results screenshots lock clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ results: setup
 	$(BIN)/python pipelines/sweep.py -m model.hidden_size=10,64,256,1024 train.lr=0.05,0.1 \
 	    train.batch_size=32,128 train.epochs=10
 	$(BIN)/python pipelines/compare.py --sweep latest --markdown docs/results.md --no-plots
+
+# The README's MLflow UI screenshots of the newest sweep (docs/img/), in the distribution's Chromium.
+screenshots: setup
+	$(BIN)/python docs/screenshots.py
 
 # Re-pin requirements.lock from the ranges in pyproject.toml.
 lock: setup

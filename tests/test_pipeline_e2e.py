@@ -92,7 +92,8 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
 
     only = runs(dest)[0]  # the fixture's repro made the first run
     assert only.info.status == "FINISHED" and only.info.run_name == f"h10-lr0.1-b32-e{EPOCHS}"
-    link = f"http://127.0.0.1:5000/#/experiments/{only.info.experiment_id}/runs/{only.info.run_id}"
+    page = f"http://127.0.0.1:5000/#/experiments/{only.info.experiment_id}/runs/{only.info.run_id}"
+    link = f"{page}?workflowType=machine_learning"
     assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in out and link in out
     assert "Downloading artifacts" not in out and "Add type hints" not in out
     experiment = store(dest).get_experiment(only.info.experiment_id)

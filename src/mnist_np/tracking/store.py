@@ -151,10 +151,20 @@ def project_experiment(root: Path | None = None) -> str:
     return config.load_params(params).tracking.experiment
 
 
+# MLflow 3.17's UI opens every experiment on its GenAI overview unless the URL asks for the
+# model-training views (the experiment-kind tag does not change that), so our links ask.
+TRAINING_VIEWS = "workflowType=machine_learning"
+
+
+def ui_page(base: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The UI page of an experiment's runs table, or of one run, in the model-training views."""
+    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return f"{path}/{run_id}?{TRAINING_VIEWS}" if run_id else f"{path}?{TRAINING_VIEWS}"
+
+
 def run_link(experiment_id: str, run_id: str, uri: str | None = None) -> str:
     """Where a person sees the run: its page in the MLflow UI, and how to start the UI for a local store."""
     uri = uri or mlflow.get_tracking_uri()
     served = urllib.parse.urlparse(uri).scheme in ("http", "https")
-    base = uri.rstrip("/") if served else "http://127.0.0.1:5000"
-    page = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    page = ui_page(uri if served else "http://127.0.0.1:5000", experiment_id, run_id)
     return page if served else f"{page} (start the UI with: mlflow ui --backend-store-uri {uri})"

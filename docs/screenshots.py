@@ -1,0 +1,160 @@
+"""The README's MLflow UI screenshots, taken in a real headless Chromium (Playwright).
+
+    make screenshots              # the newest sweep in the project's store -> docs/img/*.png
+    python docs/screenshots.py --tracking-uri http://127.0.0.1:5000 --sweep <parent run id> --out DIR
+
+Opens the experiment's runs table (the sweep's children) and the compare view of those runs,
+waits until every child's run name is on the page, and saves both pages. For a local store it starts
+`mlflow server` on a free 127.0.0.1 port for the duration. Exits 1 with `error: ...` when a page does
+not show the runs. Needs Chromium from the distribution (apt-get install chromium); Playwright's own
+browser download is never used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE_TIMEOUT_MS = 60_000
+
+
+def chromium() -> str | None:
+    """$CHROMIUM, else the distribution's chromium on PATH."""
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextmanager
+def ui_server(tracking_uri: str):
+    """The base URL of an MLflow UI for the store: the server itself, or one started here."""
+    if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
+        yield tracking_uri.rstrip("/")
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    cmd = [mlflow, "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([*cmd, "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise SystemExit(
+                            f"error: mlflow server did not start:\n{log.read().decode()[-2000:]}"
+                        ) from None
+                    time.sleep(0.5)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def capture(base: str, experiment_id: str, runs: dict[str, str], out: Path, browser_path: str) -> list[Path]:
+    """Screenshots of the runs table filtered to `runs` ({run id: run name}) and of their compare
+    view; raises RuntimeError naming the runs a page did not show."""
+    from playwright.sync_api import Error, sync_playwright
+
+    from mnist_np.tracking.store import ui_page
+
+    ids = ", ".join(f"'{run_id}'" for run_id in runs)
+    table = f"{ui_page(base, experiment_id)}&searchFilter={urllib.parse.quote(f'attributes.run_id IN ({ids})')}"
+    compare = (
+        f"{base}/#/compare-runs?runs={urllib.parse.quote(json.dumps(list(runs)))}"
+        f"&experiments={urllib.parse.quote(json.dumps([experiment_id]))}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 900})
+            for name, url in (("sweep-runs", table), ("sweep-compare", compare)):
+                page.goto(url)
+                if name == "sweep-runs":  # the children are nested under their parent: expand it
+                    parent = page.locator("[role=row]").filter(has_text="sweep ").first
+                    try:
+                        parent.wait_for(timeout=PAGE_TIMEOUT_MS)
+                        parent.locator('[col-id*="Run Name"] button').first.click()
+                    except Error as exc:
+                        raise RuntimeError(f"{url} does not show the sweep's parent run") from exc
+                missing = list(runs.values())
+                deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
+                while missing and time.monotonic() < deadline:
+                    page.wait_for_timeout(500)
+                    missing = [n for n in missing if not page.get_by_text(n, exact=True).count()]
+                if missing:
+                    raise RuntimeError(f"{url} does not show the runs {missing}")
+                assistant = page.get_by_role("button", name="Close")  # MLflow's assistant panel, if open
+                if assistant.count():
+                    assistant.first.click()
+                page.wait_for_timeout(1000)  # let charts settle
+                page.screenshot(path=out / f"{name}.png")
+                saved.append(out / f"{name}.png")
+        finally:
+            browser.close()
+    return saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracking-uri", help="the MLflow store or server (default: the project's store)")
+    parser.add_argument("--sweep", default="latest", help="a sweep's parent run id, or 'latest' (default: latest)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "img"), help="where to save (default: docs/img)")
+    parser.add_argument("--experiment", default="mnist", help="the MLflow experiment (default: mnist)")
+    args = parser.parse_args()
+
+    import mlflow
+
+    from mnist_np.experiments.compare import latest_sweep
+    from mnist_np.tracking import store
+
+    uri = args.tracking_uri or store.tracking_uri()
+    browser_path = chromium()
+    if not browser_path:
+        raise SystemExit(
+            "error: no Chromium found; install the distribution's (apt-get install chromium) or set CHROMIUM"
+        )
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        raise SystemExit(f"error: no experiment {args.experiment!r} in {uri}; run a sweep first (make results)")
+    parent = latest_sweep(experiment.experiment_id) if args.sweep == "latest" else args.sweep
+    children = mlflow.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=8
+    )
+    if children.empty:
+        raise SystemExit(f"error: sweep {parent} has no child runs in {uri}")
+    runs = dict(zip(children["run_id"], children["tags.mlflow.runName"]))
+    with ui_server(uri) as base:
+        try:
+            saved = capture(base, experiment.experiment_id, runs, Path(args.out), browser_path)
+        except RuntimeError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    print("runs shown:", ", ".join(sorted(runs.values())))
+    for path in saved:
+        print("saved", path)
+
+
+if __name__ == "__main__":
+    from mnist_np import cli
+
+    cli.run(main)
