@@ -1,11 +1,15 @@
-"""Benchmark: a 3x3x3 Hydra grid (27 jobs, 1 epoch each, real MNIST) with the joblib launcher on
-2 workers against the same grid run sequentially by the basic launcher, in the same run.
+"""Benchmark: Hydra sweeps with the joblib launcher on 2 workers against the same sweeps run
+sequentially by the basic launcher, in the same run, each pair repeated (medians reported).
 
-    dvc repro normalize   # the sweep trains on data/processed/
-    python benchmarks/sweep_parallel.py [--out benchmarks/results/sweep_parallel.json]
+    dvc repro normalize   # the sweeps train on data/processed/
+    python benchmarks/sweep_parallel.py [--repeats 3] [--out benchmarks/results/sweep_parallel.json]
 
-Both sweeps log to a throwaway SQLite store, so the project's mlflow.db is untouched. Prints JSON
-with each side's wall-clock seconds and their ratio (parallel / sequential; lower is better).
+Two cases: the 27-job 3x3x3 grid (1 epoch each), where per-process overhead dominates, and 4 jobs at
+hidden 256 / batch 64 (2 epochs each), whose products take every core a BLAS is given and where jobs
+beside each other hurt most when each takes all cores. For each: wall-clock seconds of both sides and
+their ratio (parallel / sequential; lower is better), and the median epoch time of the jobs beside each
+other over that of the same jobs alone (the slowdown a job suffers from its neighbour, from the runs'
+`epoch_seconds`). Sweeps log to a throwaway SQLite store, so the project's mlflow.db is untouched.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,34 +26,70 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GRID = ["train.lr=0.01,0.1,0.5", "train.batch_size=32,64,128", "model.hidden_size=10,64,256", "train.epochs=1"]
+CASES = {
+    "grid_27_jobs": [
+        "train.lr=0.01,0.1,0.5",
+        "train.batch_size=32,64,128",
+        "model.hidden_size=10,64,256",
+        "train.epochs=1",
+    ],
+    "hidden256_batch64_4_jobs": [
+        "train.lr=0.02,0.05,0.1,0.2",
+        "train.batch_size=64",
+        "model.hidden_size=256",
+        "train.epochs=2",
+    ],
+}
+PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
-def timed_sweep(extra: list[str], store: Path, sweep_dir: Path) -> float:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
-    cmd = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *GRID, *extra]
+def timed_sweep(case: list[str], extra: list[str], store: Path, sweep_dir: Path) -> tuple[float, float]:
+    """(wall seconds, median epoch seconds of the sweep's jobs)."""
+    import mlflow
+
+    uri = f"sqlite:///{store}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *case, *extra]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    client = mlflow.tracking.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mnist")
+    epochs = [
+        m.value
+        for run in client.search_runs([experiment.experiment_id], "tags.mlflow.parentRunId != ''")
+        for m in client.get_metric_history(run.info.run_id, "epoch_seconds")
+    ]
+    return wall, statistics.median(epochs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="pairs per case, medians reported (default: 3)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "sweep_parallel.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        sequential = timed_sweep([], tmp / "seq.db", tmp / "seq")
-        parallel = timed_sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp / "par.db", tmp / "par")
     result = {
-        "benchmark": "27-job grid, 1 epoch each, real MNIST",
-        "jobs": 27,
-        "cpus": os.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0)),
         "machine": platform.processor() or platform.machine(),
-        "sequential_s": round(sequential, 2),
-        "joblib_2_workers_s": round(parallel, 2),
-        "ratio_parallel_over_sequential": round(parallel / sequential, 3),
+        "repeats": args.repeats,
+        "cases": {},
     }
+    for name, case in CASES.items():
+        pairs = []
+        for i in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                tmp = Path(tmp)
+                sequential = timed_sweep(case, [], tmp / "seq.db", tmp / "seq")
+                parallel = timed_sweep(case, PARALLEL, tmp / "par.db", tmp / "par")
+            pairs.append((sequential, parallel))
+            print(f"{name} #{i + 1}: sequential {sequential[0]:.1f} s, joblib x2 {parallel[0]:.1f} s", file=sys.stderr)
+        result["cases"][name] = {
+            "overrides": " ".join(case),
+            "sequential_s": round(statistics.median(s[0] for s, _ in pairs), 2),
+            "joblib_2_workers_s": round(statistics.median(p[0] for _, p in pairs), 2),
+            "ratio_parallel_over_sequential": round(statistics.median(p[0] / s[0] for s, p in pairs), 3),
+            "epoch_slowdown_beside_another_job": round(statistics.median(p[1] / s[1] for s, p in pairs), 3),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError, TrainingError
 from ..model import kernel, reference
+from . import cores
 
 
 @dataclass(frozen=True)
@@ -148,15 +149,17 @@ def switch_interval(seconds: float = 1e-3) -> Iterator[None]:
 SINGLE_BLAS_THREAD_BELOW = 128 * 128  # hidden units x batch size, see blas_threads
 
 
-def blas_threads(hidden: int, batch: int) -> int | None:
-    """BLAS threads for training `hidden` units on batches of `batch`: 1 for small products, else all (None).
+def blas_threads(hidden: int, batch: int, share: int) -> int:
+    """BLAS threads for training `hidden` units on batches of `batch` on `share` cores: 1 for
+    small products, else the whole share.
 
     The big products of a step are (batch x 784) by (784 x hidden), so their size goes with
     hidden x batch. Small ones gain nothing from a second core, and idle BLAS threads spin on
     it; with one BLAS thread that core gathers the next batches instead (see shuffled_batches).
-    The threshold was measured on 2 cores (docs/performance.md).
+    The threshold was measured on 2 cores (docs/performance.md). The share is this job's part of
+    the machine while other training jobs run beside it (cores.share).
     """
-    return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else None
+    return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else share
 
 
 CHANCE_LOSS = float(np.log(reference.N_CLASSES))  # cross-entropy of a uniform guess
@@ -214,11 +217,16 @@ def fit(
     validation = Validation(x_val, y_val, params)
     kept: tuple[EpochStats, reference.Params] | None = None
 
-    with (
-        threadpool_limits(limits=blas_threads(model.hidden_size, train.batch_size), user_api="blas"),
-        switch_interval(),
-    ):
+    blas = ThreadpoolController()
+
+    def threads() -> int:
+        return blas_threads(model.hidden_size, train.batch_size, cores.share())
+
+    # The outer limit restores the BLAS thread counts when training ends.
+    with cores.registered(), switch_interval(), blas.limit(limits=threads(), user_api="blas"):
         for epoch in range(1, train.epochs + 1):
+            if epoch > 1:  # each epoch takes this job's share of the cores as it is now
+                blas.limit(limits=threads(), user_api="blas")
             start = time.perf_counter()
             lr = train.lr * train.lr_decay ** (epoch - 1)
             order = order_rng.permutation(n)
