@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format params results screenshots lock clean
+.PHONY: setup run test test-fast lint format params results screenshots cluster-up cluster-down lock clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,15 @@ results: setup
 # The README's MLflow UI screenshots of the newest sweep (docs/img/), in the distribution's Chromium.
 screenshots: setup
 	$(BIN)/python docs/screenshots.py
+
+# A local stand-in for a team's cluster, on 127.0.0.1: PostgreSQL, an MLflow server on it, a Ray head
+# and a worker node; writes .cluster.env (source it). cluster-down stops all of it (docs/scaling.md).
+# CLUSTER_ARGS="--dir D --env-file F" keeps a second one apart (the tests do).
+cluster-up: setup
+	$(BIN)/python cluster/local.py up $(CLUSTER_ARGS)
+
+cluster-down: setup
+	$(BIN)/python cluster/local.py down $(CLUSTER_ARGS)
 
 # Re-pin requirements.lock from the ranges in pyproject.toml.
 lock: setup

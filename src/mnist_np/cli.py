@@ -95,6 +95,8 @@ def report(exc: BaseException) -> int:
 def quiet_mlflow() -> None:
     """No progress bars or routine notices from MLflow's own calls; its warnings still show."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # A tracking server's run links in MLflow's own format (ours, with the training views, are logged).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 

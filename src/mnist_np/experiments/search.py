@@ -117,10 +117,13 @@ class OptunaSweeper(Sweeper):
                 space[key] = found
         storage = self.storage or default_storage(mlflow.get_tracking_uri())
         name = self.study_name or f"mnist-{datetime.now():%Y%m%d-%H%M%S-%f}"
+        # Processes sharing a named study each seed their sampler differently, or they would all
+        # propose the same trials; a sweep's own study repeats exactly with the same seed.
+        seed = self.seed + os.getpid() if self.study_name and self.seed is not None else self.seed
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            sampler=optuna.samplers.TPESampler(seed=self.seed),
+            sampler=optuna.samplers.TPESampler(seed=seed),
             direction=self.direction,
             load_if_exists=True,  # several sweep processes with one study_name share its trials
         )

@@ -45,12 +45,30 @@ from .compare import RANK_METRIC, SWEPT, varying_params
 
 log = logging.getLogger(__name__)
 PARENT_ENV = "MNIST_NP_SWEEP_PARENT_RUN_ID"
+ROOT_ENV = "MNIST_NP_ROOT"
 PROCESSED_DIR = Path("data") / "processed"
 
 
 def _validated(cfg: DictConfig) -> config.Config:
     """The job's parameters checked against the schema (the `hydra` node is Hydra's, not ours)."""
     return config.validate({key: OmegaConf.to_container(cfg[key], resolve=True) for key in cfg if key != "hydra"})
+
+
+def project_root(hydra_cfg: DictConfig) -> Path:
+    """The project a sweep belongs to. The launching process decides and tells its jobs through
+    $MNIST_NP_ROOT (a Ray worker starts in its node's own directory): the checkout it runs in (or a
+    folder with data/processed/ of its own), else, started from anywhere, the checkout holding the
+    conf/ the sweep was composed from."""
+    given = os.environ.get(ROOT_ENV)
+    if given and Path(given).is_dir():
+        return Path(given)
+    here = store.repo_root()
+    if (here / "dvc.yaml").is_file() or (here / PROCESSED_DIR).is_dir():
+        return here
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            return store.repo_root(Path(source.path).parent)
+    return here
 
 
 def _processed_dir(root: Path, cfg: config.Config) -> tuple[Path, dict]:
@@ -122,7 +140,7 @@ class SweepCallback(Callback):
         self.uri: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        root = store.repo_root()
+        root = project_root(config.hydra)
         try:
             cfg = check_sweep(root, config.hydra)
             experiment_id = store.setup(cfg.tracking.experiment, root)
@@ -154,6 +172,7 @@ class SweepCallback(Callback):
             client.log_param(self.parent_id, "sweep.search_space", ", ".join(f"{k}: {v}" for k, v in space.items()))
             client.log_param(self.parent_id, "sweep.sampler_seed", hydra.sweeper.get("seed"))
         os.environ[PARENT_ENV] = self.parent_id
+        os.environ[ROOT_ENV] = str(root)
         _OPEN.append(self)
         # However the sweep ends (a crash, Ctrl-C, SIGTERM), the parent must not stay RUNNING.
         atexit.register(self.finish, "FAILED")
@@ -179,6 +198,7 @@ class SweepCallback(Callback):
         parent_id, self.parent_id = self.parent_id, None
         _OPEN.remove(self)
         os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(ROOT_ENV, None)
         client = MlflowClient(self.uri)
         children = _parent_children(client, parent_id)
         for run_id in children.loc[children["status"] == "RUNNING", "run_id"] if len(children) else []:
@@ -262,6 +282,16 @@ def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5)
     )
 
 
+def ray_node() -> dict[str, str]:
+    """Which Ray node runs this job, when a Ray worker does (hydra/launcher=mnist_ray)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    node_id = ray.get_runtime_context().get_node_id()
+    address = next((n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id), "")
+    return {"ray.node_id": node_id, "ray.node_ip": address}
+
+
 def run_job(cfg_node: DictConfig) -> float:
     """One Hydra job: train and evaluate with `cfg_node`, as a child of the sweep's parent run.
 
@@ -272,16 +302,17 @@ def run_job(cfg_node: DictConfig) -> float:
     cli.stop_on_sigterm()  # in a worker process too: a stopped job still ends its run KILLED
     cli.quiet_mlflow()
     cfg = _validated(cfg_node)
-    root = store.repo_root()
+    hydra = HydraConfig.get()
+    root = project_root(hydra)
     processed, _ = _processed_dir(root, cfg)
     data = stages.load_training_data(cfg, processed)
     test = splits.load(processed, "test")
-    hydra = HydraConfig.get()
     out_dir = Path(hydra.runtime.output_dir)
     experiment_id = store.setup(cfg.tracking.experiment, root)
     tags = runs.run_tags(root, data.checksums, "hydra-sweep")
     if os.environ.get(PARENT_ENV):  # a multirun; a single `python pipelines/sweep.py key=value` has no parent
         tags.update({MLFLOW_PARENT_RUN_ID: os.environ[PARENT_ENV], "sweep.job": str(hydra.job.num)})
+    tags.update(ray_node())
     try:
         with (
             mlflow.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags),

@@ -1,0 +1,299 @@
+"""A team's setup on one machine, on 127.0.0.1 only: PostgreSQL, an MLflow tracking server on it
+with proxied artifacts, and a Ray cluster of a head node plus one worker node.
+
+    make cluster-up     # python cluster/local.py up: starts everything, writes .cluster.env
+    source .cluster.env # RAY_ADDRESS, MLFLOW_TRACKING_URI, MNIST_NP_OPTUNA_STORAGE
+    make cluster-down   # python cluster/local.py down: stops what `up` started, by pid
+
+It is the local stand-in for a real cluster (docs/scaling.md maps each part to its production
+counterpart). PostgreSQL is the distribution's (apt-get install postgresql; $PG_BIN overrides where
+its programs are); run as root, it runs as the `postgres` user. Its data, the artifacts and the logs
+stay in .cluster/ between runs; `down` stops the processes and leaves the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STATE_DIR = REPO / ".cluster"  # --dir
+ENV_FILE = REPO / ".cluster.env"  # --env-file
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+RAY_CPUS_PER_NODE = 1
+START_TIMEOUT_S = 120
+
+
+class ClusterError(Exception):
+    pass
+
+
+def state_file() -> Path:
+    """Pids and ports of what `up` started."""
+    return STATE_DIR / "state.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def pg_bin() -> Path:
+    """Where PostgreSQL's server programs are: $PG_BIN, else the newest Debian/Ubuntu version."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    if found:
+        return Path(found[-1]).parent
+    if shutil.which("pg_ctl"):
+        return Path(shutil.which("pg_ctl")).parent
+    raise ClusterError("PostgreSQL not found: install it (apt-get install postgresql) or set PG_BIN to its bin folder")
+
+
+def as_postgres(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: then run it as the `postgres` user."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def wait_until(check, what: str, log: Path | None = None, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not check():
+        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise ClusterError(f"{what} did not start (log {log}):\n{tail}")
+        time.sleep(0.5)
+
+
+def spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """A long-running process in its own session (so Ctrl-C in this terminal does not reach it)."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+
+
+def start_postgres(state: dict) -> str:
+    bindir, data = pg_bin(), STATE_DIR / "postgres"
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres", "postgres")
+        subprocess.run(
+            as_postgres([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "mlflow"]),
+            check=True,
+            capture_output=True,
+        )
+    port = free_port()
+    log = STATE_DIR / "postgres.log"
+    if os.geteuid() == 0:
+        log.touch()
+        shutil.chown(log, "postgres", "postgres")
+    options = f"-h {HOST} -p {port} -k {data}"
+    subprocess.run(
+        as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]),
+        check=True,
+        capture_output=True,
+    )
+    state["postgres"] = {"pid": int((data / "postmaster.pid").read_text().split()[0]), "port": port, "data": str(data)}
+    for database in ("mlflow", "optuna"):  # MLflow and Optuna each migrate their own schema
+        done = subprocess.run(
+            as_postgres([str(bindir / "createdb"), "-h", HOST, "-p", str(port), "-U", "mlflow", database]),
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode and "already exists" not in done.stderr:
+            raise ClusterError(f"createdb {database}: {done.stderr.strip()}")
+    return f"postgresql+psycopg2://mlflow@{HOST}:{port}"
+
+
+def start_mlflow(state: dict, database: str) -> str:
+    port, log = free_port(), STATE_DIR / "mlflow.log"
+    cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"{database}/mlflow",
+        "--artifacts-destination",
+        str(STATE_DIR / "artifacts"),  # proxied: clients upload through the server, no storage credentials
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    proc = spawn(cmd, log)
+    url = f"http://{HOST}:{port}"
+    state["mlflow"] = {"pid": proc.pid, "port": port}
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(healthy, "the MLflow server", log, proc)
+    return url
+
+
+def start_ray(state: dict, tracking_uri: str) -> str:
+    """A head node and a worker node, each `ray start --block` (so stopping its pid stops the node).
+
+    Given 127.0.0.1, Ray 2.60 advertises the machine's own address instead and its processes listen
+    on every interface (only its macOS/Windows mode keeps to the loopback, and that mode refuses a
+    second node): on a shared network, keep the Ray ports behind a firewall (docs/scaling.md)."""
+    port = free_port()
+    address = f"{HOST}:{port}"
+    # Ray's own processes (and the workers that run jobs) get the cluster's tracking server.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = str(BIN / "ray")
+    common = ["--node-ip-address", HOST, "--num-cpus", str(RAY_CPUS_PER_NODE), "--block", "--disable-usage-stats"]
+    head = spawn(
+        [ray, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
+        STATE_DIR / "ray-head.log",
+        env,
+    )
+    state["ray_head"] = {"pid": head.pid, "port": port}
+    wait_until(lambda: ray_nodes(address) >= 1, "the Ray head node", STATE_DIR / "ray-head.log", head)
+    worker = spawn([ray, "start", "--address", address, *common], STATE_DIR / "ray-worker.log", env)
+    state["ray_worker"] = {"pid": worker.pid}
+    wait_until(lambda: ray_nodes(address) >= 2, "the Ray worker node", STATE_DIR / "ray-worker.log", worker)
+    return address
+
+
+def ray_nodes(address: str) -> int:
+    """Alive nodes of the cluster at `address` (0 while it is not up)."""
+    done = subprocess.run(
+        [
+            str(BIN / "python"),
+            "-c",
+            f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
+
+
+def up() -> None:
+    if state_file().exists():
+        raise ClusterError(f"a cluster is already up ({state_file()}); run `make cluster-down` first")
+    STATE_DIR.mkdir(exist_ok=True)
+    state: dict = {}
+    try:  # the state is saved after each part, so `down` can stop a half-started cluster
+        database = start_postgres(state)
+        state_file().write_text(json.dumps(state, indent=2))
+        tracking = start_mlflow(state, database)
+        state_file().write_text(json.dumps(state, indent=2))
+        address = start_ray(state, tracking)
+        state_file().write_text(json.dumps(state, indent=2))
+    except BaseException:
+        stop(state)
+        state_file().unlink(missing_ok=True)
+        raise
+    ENV_FILE.write_text(
+        "# Written by `make cluster-up`; `source .cluster.env` to use the cluster, `make cluster-down` to stop it.\n"
+        f"export RAY_ADDRESS={address}\n"
+        f"export MLFLOW_TRACKING_URI={tracking}\n"
+        f"export MNIST_NP_OPTUNA_STORAGE={database}/optuna\n"
+    )
+    print(f"PostgreSQL     {database} (databases mlflow, optuna)")
+    print(f"MLflow server  {tracking}  (artifacts proxied into {STATE_DIR / 'artifacts'})")
+    print(f"Ray cluster    {address}  (head + 1 worker, {RAY_CPUS_PER_NODE} CPU each)")
+    print(f"\nUse it:  source {ENV_FILE}")
+    print("         python pipelines/sweep.py -m hydra/launcher=ray train.lr=0.05,0.1 model.hidden_size=64,256")
+    print("         python pipelines/sweep.py -m hydra/sweeper=mnist_optuna hydra.sweeper.study_name=team")
+    print("Stop it: make cluster-down")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie child of this process counts as gone
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _terminate(pid: int, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop a process we started and its process group (what it spawned), then wait for it."""
+
+    def send(signum: int) -> None:
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                kill(pid, signum)
+
+    send(sig)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        send(signal.SIGKILL)
+
+
+def stop(state: dict) -> None:
+    # Ray first (its workers may still log to MLflow), PostgreSQL last.
+    for name in ("ray_worker", "ray_head"):
+        if name in state:
+            _terminate(state[name]["pid"], signal.SIGINT)  # `ray start --block` cleans up its node on Ctrl-C
+    if "mlflow" in state:
+        _terminate(state["mlflow"]["pid"])
+    if "postgres" in state:
+        subprocess.run(
+            as_postgres([str(pg_bin() / "pg_ctl"), "-D", state["postgres"]["data"], "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+        )
+        _terminate(state["postgres"]["pid"], timeout=10)
+
+
+def down() -> None:
+    if not state_file().exists():
+        print("no cluster is up")
+        return
+    state = json.loads(state_file().read_text())
+    stop(state)
+    left = [name for name, part in state.items() if _alive(part["pid"])]
+    if left:
+        raise ClusterError(f"still running after stop: {left}; see {state_file()}")
+    state_file().unlink()
+    ENV_FILE.unlink(missing_ok=True)
+    print("cluster stopped: " + ", ".join(state))
+
+
+def main() -> None:
+    global STATE_DIR, ENV_FILE  # where this cluster lives, for every function here
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down"], help="start or stop the local cluster")
+    parser.add_argument("--dir", type=Path, default=STATE_DIR, help="its data, logs and pids (default: .cluster/)")
+    parser.add_argument("--env-file", type=Path, default=ENV_FILE, help="the addresses (default: .cluster.env)")
+    args = parser.parse_args()
+    STATE_DIR, ENV_FILE = args.dir.resolve(), args.env_file.resolve()
+    try:
+        up() if args.action == "up" else down()
+    except (ClusterError, subprocess.CalledProcessError) as exc:
+        detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else ""
+        print(f"error: {exc} {detail}".strip(), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The local cluster end to end: `make cluster-up` (PostgreSQL, an MLflow server on it, a Ray head
+and a worker node), a sweep through the Ray launcher started outside the project, an Optuna study
+shared by two sweep processes on PostgreSQL, `make cluster-down`, and nothing left running.
+Checked through the server's REST API and the database itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+
+from helpers import REPO, SOURCE, project_config, run, sweep_cmd, write_tiny_mnist
+from mnist_np.data import splits
+
+pytestmark = pytest.mark.slow
+
+
+def postgres_available() -> bool:
+    return bool(shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, mnist_mirror):
+    """(environment with the cluster's addresses, project copy, cluster folder) for a cluster of the
+    test's own, apart from any a developer runs."""
+    if not postgres_available():
+        if os.environ.get("MNIST_NP_REQUIRE_CLUSTER"):
+            pytest.fail("PostgreSQL not found, and .ci/run requires it (apt-get install postgresql)")
+        pytest.skip("PostgreSQL not found (apt-get install postgresql); CI installs it and runs this test")
+    base = Path(tempfile.mkdtemp(prefix="mnist-np-cluster-"))
+    base.chmod(0o755)  # PostgreSQL runs as its own user when the tests run as root
+    args = f"CLUSTER_ARGS=--dir {base / 'state'} --env-file {base / 'cluster.env'}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    run(["make", "cluster-up", args], REPO, env, timeout=300)
+    for line in (base / "cluster.env").read_text().splitlines():
+        if line.startswith("export "):
+            key, value = line[len("export ") :].split("=", 1)
+            env[key] = value
+    # A project of its own (the checkout's files, tiny prepared data), so no test writes into the checkout.
+    project = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "conf", "pipelines"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, project / name)
+    tiny = tmp_path_factory.mktemp("tiny")
+    write_tiny_mnist(tiny)
+    cfg = project_config("data.val_size=20")
+    splits.save(project / "data" / "processed", *splits.prepare(tiny, cfg.data, SOURCE.files))
+    yield env, project, base
+    run(["make", "cluster-down", args], REPO, env, check=False)  # a no-op once the last test stopped it
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def api(url: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def project_sweep(env: dict, project: Path, cwd: Path, *overrides: str) -> subprocess.Popen:
+    """A sweep of the project copy started from `cwd` (not the project), as a running process."""
+    cmd = sweep_cmd(cwd, "train.epochs=1", *overrides)
+    cmd[1] = str(project / "pipelines" / "sweep.py")
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_path):
+    env, project, _ = cluster
+    server = env["MLFLOW_TRACKING_URI"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = finished(
+        project_sweep(env, project, elsewhere, "hydra/launcher=ray", "train.lr=0.05,0.1", "model.hidden_size=8,16")
+    )
+    assert "Connected to Ray cluster" in out
+
+    experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
+    found = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
+    parents = [r for r, t in zip(found, tags) if t.get("sweep") == "parent"]
+    assert len(parents) == 1  # the cluster's store is the test's own
+    parent = parents[0]
+    children = [(r, t) for r, t in zip(found, tags) if t.get("mlflow.parentRunId") == parent["info"]["run_id"]]
+    assert len(children) == 4 and all(r["info"]["status"] == "FINISHED" for r, _ in children)
+    assert len({t["ray.node_id"] for _, t in children}) == 2 and all(t["ray.node_ip"] for _, t in children)
+    for child, _ in children:
+        assert {"test_accuracy", "kept_val_accuracy"} <= {m["key"] for m in child["data"]["metrics"]}
+        listed = api(server, f"artifacts/list?run_id={child['info']['run_id']}&path=weights")
+        assert [f["path"] for f in listed["files"]] == ["weights/model.npz"]
+    # The runs are rows of the PostgreSQL database behind the server.
+    engine = sqlalchemy.create_engine(env["MNIST_NP_OPTUNA_STORAGE"].rsplit("/", 1)[0] + "/mlflow")
+    with engine.connect() as db:
+        ids = [r["info"]["run_id"] for r, _ in children]
+        rows = db.execute(sqlalchemy.text("SELECT status FROM runs WHERE run_uuid = ANY(:ids)"), {"ids": ids}).all()
+    engine.dispose()
+    assert sorted(status for (status,) in rows) == ["FINISHED"] * 4
+    assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlflow.db").exists()
+
+
+def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_path):
+    env, project, _ = cluster
+    study = f"team-{os.getpid()}"
+    args = ["hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}", "hydra.sweeper.n_trials=2"]
+    args += ["train.batch_size=choice(16,32)"]
+    workers = [project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / str(i)}") for i in range(2)]
+    for worker in workers:
+        finished(worker)
+    trials = optuna.load_study(study_name=study, storage=env["MNIST_NP_OPTUNA_STORAGE"]).trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({t.params["train.lr"] for t in trials}) == 4  # no trial repeated another
+    experiment = api(env["MLFLOW_TRACKING_URI"], "experiments/get-by-name?experiment_name=mnist")["experiment"]
+    parents = api(
+        env["MLFLOW_TRACKING_URI"],
+        "runs/search",
+        {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"},
+    )["runs"]
+    assert len(parents) == 2  # both sweeps' parents, grouped under the study
+
+
+def test_cluster_down_leaves_nothing_running(cluster):
+    env, _, base = cluster
+    state = json.loads((base / "state" / "state.json").read_text())
+    run(["make", "cluster-down", f"CLUSTER_ARGS=--dir {base / 'state'} --env-file {base / 'cluster.env'}"], REPO, env)
+    started = {part["pid"] for part in state.values()}
+    left = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        session, zombie = int(stat[3]), stat[0] == "Z"
+        if not zombie and (int(proc.name) in started or session in started or str(base) in cmdline):
+            left.append(f"{proc.name}: {cmdline[:120]}")
+    assert not left, left
+    assert not (base / "cluster.env").exists() and not (base / "state" / "state.json").exists()
