@@ -8,8 +8,9 @@ Two cases: the 27-job 3x3x3 grid (1 epoch each), where per-process overhead domi
 hidden 256 / batch 64 (2 epochs each), whose products take every core a BLAS is given and where jobs
 beside each other hurt most when each takes all cores. For each: wall-clock seconds of both sides and
 their ratio (parallel / sequential; lower is better), and the median epoch time of the jobs beside each
-other over that of the same jobs alone (the slowdown a job suffers from its neighbour, from the runs'
-`epoch_seconds`). Sweeps log to a throwaway SQLite store, so the project's mlflow.db is untouched.
+other over that of the same jobs run alone on the same share of the cores (MNIST_NP_CORES): the
+slowdown a job suffers from its neighbour, from the runs' `epoch_seconds`. Sweeps log to a throwaway
+SQLite store, so the project's mlflow.db is untouched.
 """
 
 from __future__ import annotations
@@ -43,12 +44,16 @@ CASES = {
 PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
-def timed_sweep(case: list[str], extra: list[str], store: Path, sweep_dir: Path) -> tuple[float, float]:
-    """(wall seconds, median epoch seconds of the sweep's jobs)."""
+def timed_sweep(
+    case: list[str], extra: list[str], store: Path, sweep_dir: Path, cores: int | None = None
+) -> tuple[float, float]:
+    """(wall seconds, median epoch seconds of the sweep's jobs); `cores` fixes each job's share."""
     import mlflow
 
     uri = f"sqlite:///{store}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    if cores:
+        env["MNIST_NP_CORES"] = str(cores)
     cmd = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *case, *extra]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
@@ -81,14 +86,19 @@ def main() -> None:
                 tmp = Path(tmp)
                 sequential = timed_sweep(case, [], tmp / "seq.db", tmp / "seq")
                 parallel = timed_sweep(case, PARALLEL, tmp / "par.db", tmp / "par")
-            pairs.append((sequential, parallel))
+                # The same jobs alone on the share each parallel job gets: the peer for its epoch time.
+                on_share = timed_sweep(case, [], tmp / "share.db", tmp / "share", max(1, result["cpus"] // 2))
+            pairs.append((sequential, parallel, on_share))
             print(f"{name} #{i + 1}: sequential {sequential[0]:.1f} s, joblib x2 {parallel[0]:.1f} s", file=sys.stderr)
         result["cases"][name] = {
             "overrides": " ".join(case),
-            "sequential_s": round(statistics.median(s[0] for s, _ in pairs), 2),
-            "joblib_2_workers_s": round(statistics.median(p[0] for _, p in pairs), 2),
-            "ratio_parallel_over_sequential": round(statistics.median(p[0] / s[0] for s, p in pairs), 3),
-            "epoch_slowdown_beside_another_job": round(statistics.median(p[1] / s[1] for s, p in pairs), 3),
+            "sequential_s": round(statistics.median(s[0] for s, _, _ in pairs), 2),
+            "joblib_2_workers_s": round(statistics.median(p[0] for _, p, _ in pairs), 2),
+            "ratio_parallel_over_sequential": round(statistics.median(p[0] / s[0] for s, p, _ in pairs), 3),
+            "epoch_s_alone_all_cores": round(statistics.median(s[1] for s, _, _ in pairs), 4),
+            "epoch_s_alone_on_its_share": round(statistics.median(h[1] for _, _, h in pairs), 4),
+            "epoch_s_beside_another_job": round(statistics.median(p[1] for _, p, _ in pairs), 4),
+            "epoch_slowdown_beside_another_job": round(statistics.median(p[1] / h[1] for _, p, h in pairs), 3),
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -9,16 +9,19 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import sqlalchemy
 
 from helpers import REPO, SOURCE, project_config, run, sweep_cmd, write_tiny_mnist
 from mnist_np.data import splits
+from mnist_np.model import reference, weights
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +136,21 @@ def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_pat
         {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"},
     )["runs"]
     assert len(parents) == 2  # both sweeps' parents, grouped under the study
+
+
+def test_sixteen_runs_logged_at_once_all_arrive(cluster, tmp_path):
+    """The load test of the server (benchmarks/tracking_load.py): 16 processes each log a full run at
+    once; every run, metric step and artifact arrives, at the server and at a SQLite store."""
+    env, project, _ = cluster
+    weights.save(tmp_path / "model.npz", reference.init_params(10, np.random.default_rng(0)))
+    out = tmp_path / "load.json"
+    stats = project / "data" / "processed" / splits.STATS_FILE
+    cmd = [sys.executable, str(REPO / "benchmarks" / "tracking_load.py"), "--weights", str(tmp_path / "model.npz")]
+    run([*cmd, "--stats", str(stats), "--processes", "16", "--epochs", "30", "--out", str(out)], tmp_path, env)
+    result = json.loads(out.read_text())
+    for store in ("server", "sqlite"):
+        assert result[store]["complete"] and result[store]["runs"] == 16, result[store]
+        assert result[store]["metric_values"] == 16 * 30 * 5 and result[store]["metric_writes_per_s"] > 0
 
 
 def test_cluster_down_leaves_nothing_running(cluster):

@@ -309,3 +309,37 @@ def test_a_stopped_dvc_does_not_leave_its_stage_training(project, tmp_path):
     assert (
         newest.info.status == "KILLED" and len(store(copy).get_metric_history(newest.info.run_id, "val_accuracy")) >= 3
     )
+
+
+def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_reproduce(project, tmp_path):
+    _, env, _ = project
+    dest = copy_of(project, tmp_path)
+    remote = tmp_path / "remote"  # the repository's `shared` remote, pointed here for this test only
+    run(["dvc", "remote", "modify", "--local", "shared", "url", str(remote)], dest, env)
+    run(["dvc", "repro"], dest, env)  # whatever earlier tests left in the workspace, consistent with dvc.lock
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "results", "--allow-empty"], dest, env)
+    run(["dvc", "push"], dest, env)
+    assert len([p for p in remote.rglob("*") if p.is_file()]) >= 6  # 4 raw files, 3 splits + stats, weights
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(dest), str(clone)], tmp_path, env)
+    run(["dvc", "remote", "modify", "--local", "shared", "url", str(remote)], clone, env)
+    # What a sweep job does on a node without the prepared data: only data/processed/, from the remote.
+    run(
+        [
+            sys.executable,
+            "-c",
+            "from pathlib import Path; from mnist_np.experiments import sweep; sweep.fetch_processed(Path.cwd())",
+        ],
+        clone,
+        env,
+    )
+    assert (clone / "data" / "processed" / "train.npz").is_file() and not (clone / "models").exists()
+    run(["dvc", "pull"], clone, env)
+    for name in ("models/model.npz", "data/processed/train.npz", "data/raw/t10k-labels-idx1-ubyte.gz"):
+        assert (clone / name).read_bytes() == (dest / name).read_bytes(), name
+    assert "up to date" in run(["dvc", "status"], clone, env).stdout
+    again = run(["dvc", "repro"], clone, env)
+    assert "Running stage" not in again.stdout + again.stderr
+    assert not (clone / "mlflow.db").exists()  # nothing trained, so no run was logged

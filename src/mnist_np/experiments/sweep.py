@@ -19,6 +19,8 @@ import itertools
 import logging
 import math
 import os
+import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -37,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import cli, config
 from ..data import splits
-from ..errors import UserError
+from ..errors import DataError, UserError
 from ..tracking import runs, store
 from ..training import loop
 from . import plots, stages
@@ -69,6 +71,23 @@ def project_root(hydra_cfg: DictConfig) -> Path:
         if source.provider == "main" and source.schema == "file":
             return store.repo_root(Path(source.path).parent)
     return here
+
+
+def fetch_processed(root: Path) -> None:
+    """On a node whose checkout lacks data/processed/ (a Ray worker on another machine), get the
+    prepared data from the DVC remote by the hashes dvc.lock records; DVC checks each file against
+    its hash before it lands."""
+    if (root / PROCESSED_DIR / splits.STATS_FILE).is_file() or not (root / "dvc.lock").is_file():
+        return
+    log.info("%s is not on this node: dvc pull from the remote", root / PROCESSED_DIR)
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
+    done = subprocess.run([dvc, "pull", "--quiet", str(PROCESSED_DIR)], cwd=root, capture_output=True, text=True)
+    if done.returncode:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(
+            f"{root / PROCESSED_DIR} is missing and `dvc pull` could not get it ({reason}); run "
+            "`dvc push` where the data was prepared, or `dvc repro normalize` here"
+        )
 
 
 def _processed_dir(root: Path, cfg: config.Config) -> tuple[Path, dict]:
@@ -111,6 +130,7 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     """Check every combination the sweep will launch; return the first, validated."""
     params = hydra_cfg.sweeper.get("params")  # Optuna's search space; None for the basic sweeper
     space = OmegaConf.to_container(params, resolve=False) if params else {}
+    fetch_processed(root)
     first = None
     for overrides in _combinations(list(hydra_cfg.overrides.task), space):
         cfg = _validated(compose(config_name=hydra_cfg.job.config_name, overrides=overrides))
@@ -304,6 +324,7 @@ def run_job(cfg_node: DictConfig) -> float:
     cfg = _validated(cfg_node)
     hydra = HydraConfig.get()
     root = project_root(hydra)
+    fetch_processed(root)
     processed, _ = _processed_dir(root, cfg)
     data = stages.load_training_data(cfg, processed)
     test = splits.load(processed, "test")
