@@ -8,7 +8,7 @@ Two cases: the 27-job 3x3x3 grid (1 epoch each), where per-process overhead domi
 hidden 256 / batch 64 (2 epochs each), whose products take every core a BLAS is given and where jobs
 beside each other hurt most when each takes all cores. For each: wall-clock seconds of both sides and
 their ratio (parallel / sequential; lower is better), and the median epoch time of the jobs beside each
-other over that of the same jobs run alone on the same share of the cores (MNIST_NP_CORES): the
+other over that of the same jobs run alone, pinned to the same share of the cores: the
 slowdown a job suffers from its neighbour, from the runs' `epoch_seconds`. Sweeps log to a throwaway
 SQLite store, so the project's mlflow.db is untouched.
 """
@@ -45,18 +45,17 @@ PARALLEL = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
 def timed_sweep(
-    case: list[str], extra: list[str], store: Path, sweep_dir: Path, cores: int | None = None
+    case: list[str], extra: list[str], store: Path, sweep_dir: Path, cores: set[int] | None = None
 ) -> tuple[float, float]:
-    """(wall seconds, median epoch seconds of the sweep's jobs); `cores` fixes each job's share."""
+    """(wall seconds, median epoch seconds of the sweep's jobs); `cores` pins the sweep to those."""
     import mlflow
 
     uri = f"sqlite:///{store}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    if cores:
-        env["MNIST_NP_CORES"] = str(cores)
     cmd = [sys.executable, str(REPO / "pipelines" / "sweep.py"), "-m", f"hydra.sweep.dir={sweep_dir}", *case, *extra]
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, preexec_fn=pin)
     wall = time.perf_counter() - start
     client = mlflow.tracking.MlflowClient(uri)
     experiment = client.get_experiment_by_name("mnist")
@@ -86,8 +85,9 @@ def main() -> None:
                 tmp = Path(tmp)
                 sequential = timed_sweep(case, [], tmp / "seq.db", tmp / "seq")
                 parallel = timed_sweep(case, PARALLEL, tmp / "par.db", tmp / "par")
-                # The same jobs alone on the share each parallel job gets: the peer for its epoch time.
-                on_share = timed_sweep(case, [], tmp / "share.db", tmp / "share", max(1, result["cpus"] // 2))
+                # The same jobs alone, pinned to the share each parallel job gets: the peer for its epochs.
+                share = set(sorted(os.sched_getaffinity(0))[: max(1, result["cpus"] // 2)])
+                on_share = timed_sweep(case, [], tmp / "share.db", tmp / "share", share)
             pairs.append((sequential, parallel, on_share))
             print(f"{name} #{i + 1}: sequential {sequential[0]:.1f} s, joblib x2 {parallel[0]:.1f} s", file=sys.stderr)
         result["cases"][name] = {

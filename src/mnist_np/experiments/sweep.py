@@ -41,7 +41,7 @@ from .. import cli, config
 from ..data import splits
 from ..errors import DataError, UserError
 from ..tracking import runs, store
-from ..training import loop
+from ..training import cores, loop
 from . import plots, stages
 from .compare import RANK_METRIC, SWEPT, varying_params
 
@@ -303,7 +303,7 @@ def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5)
 
 
 def ray_node() -> dict[str, str]:
-    """Which Ray node runs this job, when a Ray worker does (hydra/launcher=mnist_ray)."""
+    """Which Ray node runs this job, when a Ray worker does (hydra/launcher=ray)."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return {}
@@ -321,6 +321,11 @@ def run_job(cfg_node: DictConfig) -> float:
     """
     cli.stop_on_sigterm()  # in a worker process too: a stopped job still ends its run KILLED
     cli.quiet_mlflow()
+    with cores.share():  # the whole job on its slice of the cores while other jobs run beside it
+        return _run_job(cfg_node)
+
+
+def _run_job(cfg_node: DictConfig) -> float:
     cfg = _validated(cfg_node)
     hydra = HydraConfig.get()
     root = project_root(hydra)

@@ -157,7 +157,7 @@ def blas_threads(hidden: int, batch: int, share: int) -> int:
     hidden x batch. Small ones gain nothing from a second core, and idle BLAS threads spin on
     it; with one BLAS thread that core gathers the next batches instead (see shuffled_batches).
     The threshold was measured on 2 cores (docs/performance.md). The share is this job's part of
-    the machine while other training jobs run beside it (cores.share).
+    the machine while other training jobs run beside it (cores.Share).
     """
     return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else share
 
@@ -219,11 +219,11 @@ def fit(
 
     blas = ThreadpoolController()
 
-    def threads() -> int:
-        return blas_threads(model.hidden_size, train.batch_size, cores.share())
+    def threads() -> int:  # this job's cores while other training jobs run beside it
+        return blas_threads(model.hidden_size, train.batch_size, share.take())
 
     # The outer limit restores the BLAS thread counts when training ends.
-    with cores.registered(), switch_interval(), blas.limit(limits=threads(), user_api="blas"):
+    with cores.share() as share, switch_interval(), blas.limit(limits=threads(), user_api="blas"):
         for epoch in range(1, train.epochs + 1):
             if epoch > 1:  # each epoch takes this job's share of the cores as it is now
                 blas.limit(limits=threads(), user_api="blas")
