@@ -23,6 +23,7 @@ from mnist_np.data import splits
 from mnist_np.data.idx import read_idx
 from mnist_np.experiments import stages
 from mnist_np.model import reference, weights
+from mnist_np.serving import preprocess
 from mnist_np.serving.predict import load_predictor, predict_files
 from mnist_np.tracking import store
 
@@ -243,3 +244,77 @@ def test_registered_champion_predicts_through_models_uri(trained, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["digit"] == direct_predictions(root, images[1:2]).argmax() == labels[1]
+
+
+CAPTURES = 500  # digits per capture condition
+PAPER, PEN = 210.0, 30.0  # gray levels of the page and of a pen's ink
+
+
+def capture(digit: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
+    """An MNIST test digit (28x28, light on dark) written on paper and captured under `condition`:
+    (the image, the file suffix to save it with)."""
+    if condition == "photo":  # filling 5% of a 4000x3000 photo, at the 2048x1536 a photo is read at
+        page_size, field = (2048, 1536), 555  # the digit's 20-pixel box becomes 396 px: 5% of the frame
+    else:
+        page_size, field = (224, 224), 112
+    strokes = np.asarray(Image.fromarray(digit).resize((field, field), Image.Resampling.BICUBIC), np.float32) / 255
+    contrast = 0.4 if condition == "pencil" else 1.0  # light pencil: ink at 40% of a pen's contrast
+    page = np.full(page_size[::-1], PAPER, np.float32)
+    top = int(rng.integers(0, page.shape[0] - field + 1))
+    left = int(rng.integers(0, page.shape[1] - field + 1))
+    page[top : top + field, left : left + field] -= np.clip(strokes, 0, 1) * contrast * (PAPER - PEN)
+    if condition == "noise":  # paper grain and sensor noise
+        page += rng.normal(0, 10, page.shape).astype(np.float32)
+    if condition in ("lighting", "photo"):  # uneven light: 60 gray levels from one side to the other
+        page += np.linspace(-30, 30, page.shape[1], dtype=np.float32)[None, :]
+    if condition == "photo":
+        page += rng.normal(0, 3, page.shape).astype(np.float32)
+    image = Image.fromarray(np.clip(np.rint(page), 0, 255).astype(np.uint8))
+    return image, ("jpg" if condition in ("jpeg", "photo") else "png")
+
+
+@pytest.mark.parametrize("condition", ["clean", "noise", "lighting", "jpeg", "pencil", "photo"])
+def test_captured_digits_read_within_two_points_of_the_untouched_ones(trained, mnist_mirror, tmp_path, condition):
+    root = trained[0]
+    images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:CAPTURES]
+    labels = read_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz")[:CAPTURES]
+    untouched = float(np.mean(direct_predictions(root, images).argmax(axis=1) == labels))
+    rng = np.random.default_rng(0)
+    files = []
+    for i, digit in enumerate(images):
+        image, suffix = capture(digit, condition, rng)
+        files.append(tmp_path / f"{i:04d}.{suffix}")
+        image.save(files[-1], quality=50 if condition == "jpeg" else 90) if suffix == "jpg" else image.save(files[-1])
+    results = predict_files(files, load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed"))
+    accuracy = float(np.mean([r.get("digit") == y for r, y in zip(results, labels)]))
+    assert accuracy >= untouched - 0.02, f"{condition}: {accuracy:.3f} against {untouched:.3f} untouched"
+
+
+def test_the_image_the_network_saw_is_saved_beside_each_prediction(trained, tmp_path):
+    root, *_, images, labels = trained
+    for folder in ("a", "b"):  # the same name twice: both kept
+        (tmp_path / folder).mkdir()
+        Image.fromarray(255 - images[0]).resize((84, 84)).save(tmp_path / folder / "digit.png")
+    seen = tmp_path / "seen"
+    done = subprocess.run(
+        [
+            str(BIN / "mnist-predict"),
+            "--json",
+            "--save-preprocessed",
+            str(seen),
+            str(tmp_path / "a"),
+            str(tmp_path / "b"),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [Path(r["preprocessed"]).name for r in results] == ["digit.png", "digit-2.png"]
+    for r in results:
+        with Image.open(r["preprocessed"]) as image:
+            saved = np.asarray(image)
+        expected = np.rint(preprocess.load_digit(r["file"])).astype(np.uint8)
+        assert saved.shape == (28, 28) and np.array_equal(saved, expected)

@@ -49,3 +49,39 @@ def test_directories_expand_to_their_files(tmp_path):
     for name in ("b.png", "a.png", ".hidden"):
         (tmp_path / "d" / name).write_bytes(b"")
     assert [p.name for p in preprocess.image_files([tmp_path / "d", tmp_path / "z.jpg"])] == ["a.png", "b.png", "z.jpg"]
+
+
+def test_sixteen_bit_gray_keeps_its_levels(tmp_path):
+    # Pencil on off-white paper in a 16-bit scan: every level is above 255, so an 8-bit conversion
+    # that clips would read the whole page as blank white.
+    page = np.full((80, 80), 60000, np.uint16)
+    page[20:60, 35:45] = 52000  # faint strokes, 8000 levels (about 31 in 8-bit units) darker
+    Image.fromarray(page).save(tmp_path / "scan.png")
+    assert Image.open(tmp_path / "scan.png").mode.startswith("I")
+    gray, _ = preprocess.load_gray(tmp_path / "scan.png")
+    assert abs(gray[0, 0] - 60000 * 255 / 65535) < 0.5 and abs(gray[30, 40] - 52000 * 255 / 65535) < 0.5
+    digit = preprocess.load_digit(tmp_path / "scan.png")
+    assert digit.max() == 255 and np.ptp(np.nonzero(digit)[0]) + 1 == 20  # the stroke, full contrast
+
+
+@pytest.mark.parametrize("mode", ["P", "CMYK", "RGBA", "LA", "1"])
+def test_every_colour_model_reads_as_seen(tmp_path, mode):
+    page = Image.new("RGB", (60, 60), (235, 235, 230))
+    page.paste((20, 20, 90), (25, 10, 35, 50))  # a dark blue bar
+    image = page.convert(mode)
+    suffix = "jpg" if mode == "CMYK" else "png"
+    image.save(tmp_path / f"bar.{suffix}")
+    digit = preprocess.load_digit(tmp_path / f"bar.{suffix}")
+    rows, cols = np.nonzero(digit > 50)
+    assert np.ptp(rows) + 1 >= 15 and np.ptp(cols) + 1 <= 8  # the tall bar, upright
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    page = Image.new("L", (80, 40), 240)
+    page.paste(20, (10, 15, 70, 25))  # a horizontal bar as stored ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... in a photo the camera says to turn 90 degrees: upright, a vertical bar
+    page.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    digit = preprocess.load_digit(tmp_path / "photo.jpg")
+    rows, cols = np.nonzero(digit > 128)
+    assert np.ptp(rows) > 3 * np.ptp(cols)

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .. import cli
 from ..data import splits
 from ..errors import DataError, UserError
+from ..files import atomic_path
 from ..model import reference, weights
 from . import preprocess
 
@@ -58,14 +60,33 @@ def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
     return lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype))
 
 
-def predict_files(files: list[Path], predictor: Predictor) -> list[dict]:
-    """One result per file: {"file", "digit", "probabilities"} or {"file", "error"}."""
-    results, images, ok = [], [], []
+def save_seen(digit: np.ndarray, path: Path, out_dir: Path, taken: set[str]) -> Path:
+    """The 28x28 image the network saw for `path`, as a PNG named after it in `out_dir`."""
+    name = f"{path.stem}.png"
+    for n in range(2, len(taken) + 3):
+        if name not in taken:
+            break
+        name = f"{path.stem}-{n}.png"
+    taken.add(name)
+    with atomic_path(out_dir / name) as tmp:
+        Image.fromarray(np.clip(np.rint(digit), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
+    return out_dir / name
+
+
+def predict_files(files: list[Path], predictor: Predictor, save_dir: Path | None = None) -> list[dict]:
+    """One result per file: {"file", "digit", "probabilities"} or {"file", "error"}; with `save_dir`,
+    also "preprocessed": the 28x28 image the network saw, written there."""
+    results, images, ok, taken = [], [], [], set()
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
         try:
-            images.append(preprocess.load_digit(path).reshape(-1))
+            digit = preprocess.load_digit(path)
+            images.append(digit.reshape(-1))
             ok.append(len(results))
             results.append({"file": str(path)})
+            if save_dir is not None:
+                results[-1]["preprocessed"] = str(save_seen(digit, path, save_dir, taken))
         except DataError as exc:
             results.append({"file": str(path), "error": str(exc)})
     if images:
@@ -78,6 +99,7 @@ def predict_files(files: list[Path], predictor: Predictor) -> list[dict]:
 def format_table(results: list[dict]) -> str:
     rows = []
     for r in results:
+        r = {k: v for k, v in r.items() if k != "preprocessed"}
         if "error" in r:
             rows.append({"file": r["file"], "digit": "error", **{f"p{d}": "" for d in range(10)}})
         else:
@@ -105,11 +127,17 @@ def main(argv: list[str] | None = None) -> None:
             help="directory with the normalize stage's stats.json, for a weights file (default: data/processed)",
         )
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        parser.add_argument(
+            "--save-preprocessed",
+            type=Path,
+            metavar="DIR",
+            help="write the 28x28 image the network saw for each file into DIR, named after it (default: off)",
+        )
         args = parser.parse_args(argv)
         files = preprocess.image_files(args.images)
         if not files:
             raise UserError(f"no image files in {' '.join(args.images)}")
-        results = predict_files(files, load_predictor(args.model, args.stats))
+        results = predict_files(files, load_predictor(args.model, args.stats), args.save_preprocessed)
         print(json.dumps(results, indent=2) if args.json else format_table(results))
         for r in results:
             if "error" in r:

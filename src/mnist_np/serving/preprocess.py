@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from ..errors import DataError
 
 FIELD, BOX = 28, 20
-FAINT = 128  # strokes whose strongest level is below this are stretched to full white
 # Lossy compression (JPEG, WebP) leaves faint ringing around strokes, which would widen the ink's
 # bounding box and shrink the digit; in such files levels this close to the paper count as paper.
 LOSSY_FORMATS, LOSSY_FLOOR = ("JPEG", "MPO", "WEBP"), 8.0
@@ -43,36 +43,100 @@ def load_gray(path: str | os.PathLike) -> tuple[np.ndarray, str]:
                 )
             fmt = image.format or ""
             image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG decodes at a reduced scale directly
-            image = ImageOps.exif_transpose(image)
+            image = ImageOps.exif_transpose(image)  # a phone's portrait photo stands up
+            if image.mode.startswith(("I", "F")):
+                # 16-bit (or deeper) gray: keep every level, in 0-255 units; Pillow's 8-bit conversion clips.
+                image = image.convert("F")
+                image.thumbnail((WORKING_SIDE, WORKING_SIDE))
+                levels = np.asarray(image, dtype=np.float32)
+                return levels * np.float32(255 / 65535) if levels.max() > 255 else levels, fmt
             image.thumbnail((WORKING_SIDE, WORKING_SIDE))
-            if image.mode in ("RGBA", "LA", "P"):
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 # Transparent pixels count as white paper, the usual meaning of a transparent background.
                 image = image.convert("RGBA")
                 background = Image.new("RGBA", image.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, image)
+            elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV", "P", "1"):
+                image = image.convert("RGB")  # through RGB, so every colour model reads as seen
             return np.asarray(image.convert("L"), dtype=np.float32), fmt
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
 
 
+PAPER_MODEL_MIN_SIDE = 64  # smaller images (a crop of the digit, MNIST itself) have uniform paper
+PAPER_GRID = 128  # the paper's shading is estimated on a grid this many cells on the longer side
+NOISE_SIGMAS = 3.0  # ink must stand out this many noise standard deviations from the paper
+STRONG = 0.25  # the digit's parts are found where the (smoothed) ink reaches this fraction of its peak
+REACH = 0.5  # parts of the digit lie within this fraction of its largest part's size from it
+SCALE_PX = 256  # smoothing and edge widths are one pixel per this many on the longer side (at least 1)
+FULL = 254  # MNIST's strokes peak at 254 or 255; weaker ink is stretched to 255
+
+
+def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """The blank paper's gray level at every pixel: uneven lighting, shadows and gradients, without
+    the strokes. Estimated on a coarse grid (block means average the grain away) by a grey closing
+    (for dark ink; an opening for light ink) wider than any stroke, smoothed, and scaled back up."""
+    h, w = gray.shape
+    block = max(1, max(h, w) // PAPER_GRID)
+    hb, wb = h // block, w // block
+    coarse = gray[: hb * block, : wb * block].reshape(hb, block, wb, block).mean(axis=(1, 3))
+    size = max(3, max(hb, wb) // 6)
+    fill = ndimage.grey_closing if dark_ink else ndimage.grey_opening
+    coarse = ndimage.gaussian_filter(fill(coarse, size=(size, size)), sigma=size / 4)
+    return ndimage.zoom(coarse, (h / hb, w / wb), order=1, grid_mode=True, mode="nearest")[:h, :w]
+
+
+def digit_parts(strong: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The digit among the `strong` ink: its largest connected part (by ink mass) and the parts near
+    it (a 5's bar, a broken stroke); specks and marks elsewhere are dropped."""
+    labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
+    if n <= 1:
+        return labels > 0
+    mass = ndimage.sum_labels(ink, labels, index=np.arange(1, n + 1))
+    boxes = ndimage.find_objects(labels)
+    main = boxes[int(np.argmax(mass))]
+    reach = REACH * max(main[0].stop - main[0].start, main[1].stop - main[1].start)
+    near = [
+        i + 1
+        for i, (rows, cols) in enumerate(boxes)
+        if rows.start < main[0].stop + reach
+        and rows.stop > main[0].start - reach
+        and cols.start < main[1].stop + reach
+        and cols.stop > main[1].start - reach
+    ]
+    return np.isin(labels, near)
+
+
 def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     """A 2-D gray image of one digit -> (28, 28) float32 in 0-255, light ink on black, MNIST layout.
 
-    Ink no stronger than `noise_floor` (or than the border's own variation) counts as background.
+    The paper is modelled (uneven light included) and subtracted. The digit's parts are where the
+    ink, smoothed against grain, is strong; its pixels are those near them that stand out from the
+    paper by more than its grain (NOISE_SIGMAS robust standard deviations, and `noise_floor`).
+    Ink weaker than MNIST's (pencil, a dim photo) is stretched to full contrast.
     """
     gray = np.asarray(gray, dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     # Polarity: a light border means dark ink on light paper, as people draw; MNIST is the reverse.
-    ink = gray - background if background < 128 else background - gray
-    # Paper grain and JPEG noise: anything no stronger than the border's own variation is background.
-    # A clean image (such as an MNIST digit) has a uniform border, so nothing of it is lost here.
-    ink[ink <= max(noise_floor, float(np.percentile(np.abs(border - background), 95)))] = 0
-    peak = float(ink.max())
-    if peak <= 0:
+    dark_ink = background >= 128
+    if min(gray.shape) >= PAPER_MODEL_MIN_SIDE:
+        background = paper(gray, dark_ink)
+    ink = background - gray if dark_ink else gray - background
+    ink -= np.float32(np.median(ink))  # the paper at 0 (most of any page is paper)
+    spread = float(np.median(np.abs(ink))) * 1.4826  # the grain's standard deviation, robustly
+    low = max(noise_floor, NOISE_SIGMAS * spread)
+    px = max(1, round(max(gray.shape) / SCALE_PX))
+    smooth = ndimage.gaussian_filter(ink, sigma=px) if spread > 0 else ink
+    peak = float(smooth.max())
+    if peak <= low:
         raise DataError("no ink found: the image is blank (one uniform colour or only noise)")
-    if peak < FAINT:
-        ink *= np.float32(255 / peak)  # faint pencil or a dim photo: full contrast, like MNIST's strokes
+    parts = digit_parts(smooth > max(low, STRONG * peak), smooth)
+    near = ndimage.binary_dilation(parts, iterations=2 * px)  # the strokes' soft edges
+    ink = np.where(near & (ink > low), ink, 0).astype(np.float32)
+    if float(ink.max()) < FULL:  # the smoothed peak: a grainy pixel does not set the contrast
+        ink *= np.float32(255 / peak)
+    ink = np.clip(ink, 0, 255)
     rows, cols = np.nonzero(ink)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
