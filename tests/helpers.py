@@ -4,12 +4,14 @@ never each other."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,18 @@ def sweep_cmd(workdir: Path, *overrides: str) -> list[str]:
 def sweep(workdir: Path, env: dict, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     """A one-epoch sweep on tiny data, run to its end."""
     return run(sweep_cmd(workdir, "train.epochs=1", *overrides), workdir, env, check, timeout=600)
+
+
+def api(url: str, path: str, body: dict | None = None) -> dict:
+    """A call to an MLflow tracking server's REST API: GET, or POST with a JSON body."""
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ import optuna
 import pytest
 import sqlalchemy
 
-from helpers import REPO, SOURCE, project_config, run, sweep_cmd, write_tiny_mnist
+from helpers import REPO, SOURCE, api, project_config, run, sweep_cmd, write_tiny_mnist
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
 
@@ -58,17 +57,6 @@ def cluster(tmp_path_factory, mnist_mirror):
     yield env, project, base
     run(["make", "cluster-down", args], REPO, env, check=False)  # a no-op once the last test stopped it
     shutil.rmtree(base, ignore_errors=True)
-
-
-def api(url: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{url}/api/2.0/mlflow/{path}",
-        method="POST" if body is not None else "GET",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def project_sweep(env: dict, project: Path, cwd: Path, *overrides: str) -> subprocess.Popen:

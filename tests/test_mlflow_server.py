@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import REPO, SOURCE, free_port, run, sweep
+from helpers import REPO, SOURCE, api, free_port, run, sweep
 from mnist_np.data import splits
 
 pytestmark = pytest.mark.slow
@@ -54,17 +53,6 @@ def server(tmp_path):
         yield url
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def api(url: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{url}/api/2.0/mlflow/{path}",
-        method="POST" if body is not None else "GET",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
