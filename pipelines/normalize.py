@@ -11,7 +11,7 @@ log = logging.getLogger("normalize")
 def main() -> None:
     args = cli.stage_args(__doc__, dataset=config.DATASET, raw="data/raw", out="data/processed")
     cfg = config.load_params(args.params)
-    prepared, stats = splits.prepare(args.raw, cfg.data, config.load_source(args.dataset).files)
+    prepared, stats = splits.prepare(args.raw, cfg.data, config.load_source(args.dataset))
     splits.save(args.out, prepared, stats)
     log.info("wrote %s (sizes %s, mean %.4f, std %.4f)", args.out, stats["sizes"], stats["mean"], stats["std"])
 

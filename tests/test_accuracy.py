@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 def train_and_test(mnist_mirror, overrides):
     cfg = project_config(*overrides)
-    prepared, _ = splits.prepare(mnist_mirror, cfg.data, SOURCE.files)
+    prepared, _ = splits.prepare(mnist_mirror, cfg.data, SOURCE)
     fit = loop.fit(
         prepared["train"].x,
         prepared["train"].y,

@@ -53,7 +53,7 @@ def cluster(tmp_path_factory, mnist_mirror):
     tiny = tmp_path_factory.mktemp("tiny")
     write_tiny_mnist(tiny)
     cfg = project_config("data.val_size=20")
-    splits.save(project / "data" / "processed", *splits.prepare(tiny, cfg.data, SOURCE.files))
+    splits.save(project / "data" / "processed", *splits.prepare(tiny, cfg.data, SOURCE))
     yield env, project, base
     run(["make", "cluster-down", args], REPO, env, check=False)  # a no-op once the last test stopped it
     shutil.rmtree(base, ignore_errors=True)

@@ -58,7 +58,7 @@ def server(tmp_path):
 def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
     raw_dir, cfg = tiny_mnist
     work = tmp_path / "work"
-    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
+    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
     env = {**os.environ, "MLFLOW_TRACKING_URI": server}
     sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_size=8,16")
 
@@ -87,7 +87,7 @@ def test_the_ui_shows_a_sweeps_runs_in_a_real_browser(server, tiny_mnist, tmp_pa
         pytest.skip("no Chromium found (apt-get install chromium); CI installs it and runs this test")
     raw_dir, cfg = tiny_mnist
     work = tmp_path / "work"
-    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
+    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
     env = {**os.environ, "MLFLOW_TRACKING_URI": server}
     sweep(work, env, "model.hidden_size=8,16", "train.lr=0.05,0.1")
     experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]

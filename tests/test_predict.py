@@ -38,7 +38,7 @@ def trained(tmp_path_factory, mnist_mirror):
     """A project directory with real processed data and default-config weights, and the MLflow run."""
     root = tmp_path_factory.mktemp("predict")
     cfg = project_config()
-    splits.save(root / "data" / "processed", *splits.prepare(mnist_mirror, cfg.data, SOURCE.files))
+    splits.save(root / "data" / "processed", *splits.prepare(mnist_mirror, cfg.data, SOURCE))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     session_uri = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -116,7 +116,8 @@ def test_command_agrees_with_the_network_on_untouched_digits(trained, tmp_path):
 def test_transformed_digits_stay_at_least_90_percent_accurate(trained, tmp_path, variant):
     root, _, _, images, labels = trained
     files = write_variant(tmp_path / variant, images, variant)
-    results = predict_files(files, load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed"))
+    predictor, preprocessing = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    results = predict_files(files, predictor, preprocessing=preprocessing)
     accuracy = np.mean([r["digit"] == y for r, y in zip(results, labels)])
     assert accuracy >= 0.90, f"{variant}: {accuracy:.3f}"
 
@@ -285,7 +286,8 @@ def test_captured_digits_read_within_two_points_of_the_untouched_ones(trained, m
         image, suffix = capture(digit, condition, rng)
         files.append(tmp_path / f"{i:04d}.{suffix}")
         image.save(files[-1], quality=50 if condition == "jpeg" else 90) if suffix == "jpg" else image.save(files[-1])
-    results = predict_files(files, load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed"))
+    predictor, preprocessing = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    results = predict_files(files, predictor, preprocessing=preprocessing)
     accuracy = float(np.mean([r.get("digit") == y for r, y in zip(results, labels)]))
     assert accuracy >= untouched - 0.02, f"{condition}: {accuracy:.3f} against {untouched:.3f} untouched"
 
@@ -318,3 +320,24 @@ def test_the_image_the_network_saw_is_saved_beside_each_prediction(trained, tmp_
             saved = np.asarray(image)
         expected = np.rint(preprocess.load_digit(r["file"])).astype(np.uint8)
         assert saved.shape == (28, 28) and np.array_equal(saved, expected)
+
+
+def test_a_model_whose_data_is_not_digits_gets_no_digit_preprocessing(trained, tmp_path):
+    root, run_id, uri, images, _ = trained
+    mlflow.set_tracking_uri(uri)
+    assert mlflow.models.get_model_info(f"runs:/{run_id}/model").metadata == {"preprocessing": "digits"}
+    # The same network, as if its training data were photos of something else.
+    stats = json.loads((root / "data" / "processed" / "stats.json").read_text())
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "stats.json").write_text(json.dumps({**stats, "preprocessing": "none"}))
+    page = np.full((56, 84), 230, np.uint8)
+    page[10:40, 20:30] = 20  # dark ink on light paper, off-centre: digit preprocessing would invert and centre it
+    Image.fromarray(page).save(tmp_path / "photo.png")
+    predictor, preprocessing = load_predictor(str(root / "models" / "model.npz"), tmp_path / "stats")
+    assert preprocessing == "none"
+    [result] = predict_files([tmp_path / "photo.png"], predictor, tmp_path / "seen", preprocessing)
+    with Image.open(result["preprocessed"]) as seen:
+        saved = np.asarray(seen)
+    plain = Image.fromarray(page.astype(np.float32), mode="F").resize((28, 28), Image.Resampling.LANCZOS)
+    assert np.array_equal(saved, np.rint(np.clip(np.asarray(plain), 0, 255)).astype(np.uint8))
+    assert saved[0, 0] > 200  # the paper stays light: nothing was inverted

@@ -36,7 +36,7 @@ TRAIN, EVALUATE = str(REPO / "pipelines" / "train.py"), str(REPO / "pipelines" /
 def project(tmp_path, tiny_mnist):
     """A directory with tiny processed data, a params.yaml, and its own SQLite store."""
     raw_dir, cfg = tiny_mnist
-    splits.save(tmp_path / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
+    splits.save(tmp_path / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_of(cfg)))
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONUNBUFFERED="1")
     return tmp_path, env

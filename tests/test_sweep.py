@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # each sweep starts Hydra, MLflow and several pro
 def workdir(tiny_mnist, tmp_path):
     """A directory with data/processed/ from tiny IDX files and its own SQLite store."""
     raw_dir, cfg = tiny_mnist
-    splits.save(tmp_path / "work" / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE.files))
+    splits.save(tmp_path / "work" / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"}
     return tmp_path / "work", env
 

@@ -10,6 +10,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from helpers import SOURCE
 from mnist_np.data import splits
+from mnist_np.errors import DataError
 from mnist_np.experiments import stages
 from mnist_np.tracking import runs, store
 
@@ -68,12 +69,12 @@ def test_git_tags_name_the_commit_and_whether_tracked_code_changed(tmp_path):
 def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mnist, tmp_path):
     mirror, cfg = tiny_mnist
     processed = tmp_path / "processed"
-    splits.save(processed, *splits.prepare(mirror, cfg.data, SOURCE.files))
+    splits.save(processed, *splits.prepare(mirror, cfg.data, SOURCE))
     data = stages.load_training_data(cfg, processed)
     (processed / splits.STATS_FILE).unlink()  # logging the served model needs it: fails after training
     experiment = store.setup("fails-late")
     with (
-        pytest.raises(mlflow.exceptions.MlflowException, match="stats.json"),
+        pytest.raises(DataError, match="stats.json not found"),
         mlflow.start_run(experiment_id=experiment) as run,
     ):
         stages.train(cfg, data, tmp_path, tmp_path / "training.csv", progress=False)

@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 INIT_SCHEMES = ("uniform", "he", "glorot")
 DTYPES = ("float32", "float64")
+PREPROCESSING = ("digits", "none")  # how a trained model's input images are prepared (serving/preprocess.py)
 
 
 def _check(ok: bool, key: str, value: object, rule: str) -> None:
@@ -50,12 +51,16 @@ class DatasetSource:
 
     mirrors: list[str]
     files: MnistFiles
+    preprocessing: str
     timeout_s: float
     retries: int
     backoff_s: float
 
     def __post_init__(self) -> None:
         _check(len(self.mirrors) > 0, "mirrors", self.mirrors, "list at least one mirror")
+        _check(
+            self.preprocessing in PREPROCESSING, "preprocessing", self.preprocessing, f"must be one of {PREPROCESSING}"
+        )
         _check(self.timeout_s > 0, "timeout_s", self.timeout_s, "must be > 0")
         _check(self.retries >= 1, "retries", self.retries, "must be >= 1")
         _check(self.backoff_s >= 0, "backoff_s", self.backoff_s, "must be >= 0")

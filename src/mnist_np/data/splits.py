@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig, MnistFiles
+from ..config import DataConfig, DatasetSource
 from ..errors import DataError
 from ..files import load_npz, save_npz, sha256_file, write_json
 from .idx import read_idx
@@ -45,10 +45,11 @@ def _read_pair(raw_dir: Path, images: str, labels: str) -> tuple[np.ndarray, np.
     return x, y
 
 
-def prepare(raw_dir: str | os.PathLike, cfg: DataConfig, f: MnistFiles) -> tuple[dict[str, Split], dict]:
-    """Read the raw files `f` names, validate, split and scale; return the three splits and the
-    scaling statistics."""
+def prepare(raw_dir: str | os.PathLike, cfg: DataConfig, source: DatasetSource) -> tuple[dict[str, Split], dict]:
+    """Read the raw files the dataset's definition names, validate, split and scale; return the three
+    splits and the statistics (scaling, and how images must be prepared for a model trained on them)."""
     raw_dir = Path(raw_dir)
+    f = source.files
     x_all, y_all = _read_pair(raw_dir, f.train_images.name, f.train_labels.name)
     x_test, y_test = _read_pair(raw_dir, f.test_images.name, f.test_labels.name)
     if x_all.shape[1:] != x_test.shape[1:]:
@@ -66,6 +67,7 @@ def prepare(raw_dir: str | os.PathLike, cfg: DataConfig, f: MnistFiles) -> tuple
     stats = {
         "scale": 255.0,
         "standardize": cfg.standardize,
+        "preprocessing": source.preprocessing,
         "mean": float(train_images.mean(dtype=np.float64)) / 255.0,
         "std": float(train_images.std(dtype=np.float64)) / 255.0,
         "image_shape": list(x_all.shape[1:]),
@@ -136,6 +138,7 @@ def load_stats(processed_dir: str | os.PathLike) -> dict:
     try:
         stats = json.loads(path.read_text())
         _ = stats["sizes"]["train"], stats["standardize"], stats["mean"], stats["std"], stats["processed_sha256"]
+        _ = stats["preprocessing"]
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not the normalize stage's statistics ({exc!r}); {REDO_NORMALIZE}") from exc
     return stats

@@ -36,8 +36,9 @@ def is_mlflow_uri(spec: str) -> bool:
     return spec.startswith(("runs:/", "models:/")) or "://" in spec
 
 
-def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
-    """A weights file (with the normalize stage's stats.json) or an MLflow model URI."""
+def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str]:
+    """A weights file (with the normalize stage's stats.json) or an MLflow model URI, and the
+    preprocessing its training data calls for (preprocess.load_image)."""
     if model is not None and is_mlflow_uri(model):
         import mlflow
 
@@ -53,11 +54,15 @@ def load_predictor(model: str | None, stats_dir: Path) -> Predictor:
             out = pyfunc.predict(x.astype(np.float32), params={"raw_pixels": True})
             return out[[f"p{d}" for d in range(reference.N_CLASSES)]].to_numpy()
 
-        return predict
+        # Models logged before the preprocessing was recorded were all trained on MNIST's digits.
+        return predict, (pyfunc.metadata.metadata or {}).get("preprocessing", "digits")
 
     params = weights.load(model or Path("models") / "model.npz")
     stats = splits.load_stats(stats_dir)
-    return lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype))
+    return (
+        lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype)),
+        stats["preprocessing"],
+    )
 
 
 def save_seen(digit: np.ndarray, path: Path, out_dir: Path, taken: set[str]) -> Path:
@@ -73,7 +78,9 @@ def save_seen(digit: np.ndarray, path: Path, out_dir: Path, taken: set[str]) -> 
     return out_dir / name
 
 
-def predict_files(files: list[Path], predictor: Predictor, save_dir: Path | None = None) -> list[dict]:
+def predict_files(
+    files: list[Path], predictor: Predictor, save_dir: Path | None = None, preprocessing: str = "digits"
+) -> list[dict]:
     """One result per file: {"file", "digit", "probabilities"} or {"file", "error"}; with `save_dir`,
     also "preprocessed": the 28x28 image the network saw, written there."""
     results, images, ok, taken = [], [], [], set()
@@ -81,7 +88,7 @@ def predict_files(files: list[Path], predictor: Predictor, save_dir: Path | None
         save_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
         try:
-            digit = preprocess.load_digit(path)
+            digit = preprocess.load_image(path, preprocessing)
             images.append(digit.reshape(-1))
             ok.append(len(results))
             results.append({"file": str(path)})
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         files = preprocess.image_files(args.images)
         if not files:
             raise UserError(f"no image files in {' '.join(args.images)}")
-        results = predict_files(files, load_predictor(args.model, args.stats), args.save_preprocessed)
+        predictor, preprocessing = load_predictor(args.model, args.stats)
+        results = predict_files(files, predictor, args.save_preprocessed, preprocessing)
         print(json.dumps(results, indent=2) if args.json else format_table(results))
         for r in results:
             if "error" in r:

@@ -168,6 +168,16 @@ def load_digit(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: {exc}") from exc
 
 
+def load_image(path: str | os.PathLike, preprocessing: str = "digits") -> np.ndarray:
+    """Read one image file the way the model expects (its `preprocessing`, recorded with its data):
+    `digits` finds and centres the digit (load_digit); `none` only makes it gray and 28x28."""
+    if preprocessing == "digits":
+        return load_digit(path)
+    gray, _ = load_gray(path)
+    resized = Image.fromarray(gray, mode="F").resize((FIELD, FIELD), Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0, 255)
+
+
 def image_files(paths: list[str | os.PathLike]) -> list[Path]:
     """Expand directories into the files they hold (sorted), keeping explicit files as given."""
     files: list[Path] = []

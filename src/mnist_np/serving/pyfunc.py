@@ -50,6 +50,7 @@ class DigitModel(PythonModel):
 def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None:
     """Log the pyfunc model into the active run, with a signature and an input example."""
     example = np.ascontiguousarray(example, dtype=np.float32).reshape(-1, reference.N_INPUTS)
+    preprocessing = splits.load_stats(Path(stats_path).parent)["preprocessing"]
     output = probabilities_frame(reference.predict_proba(weights.load(weights_path), example))
     with warnings.catch_warnings():
         # MLflow's advice on integer columns and on type hints does not apply: the signature is explicit.
@@ -60,6 +61,8 @@ def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None
             artifacts={"weights": str(weights_path), "stats": str(stats_path)},
             signature=infer_signature(example, output, params={"raw_pixels": False}),
             input_example=example,
+            # How a client turns an image into the input (mnist-predict follows it): see preprocess.py.
+            metadata={"preprocessing": preprocessing},
             # Ship the package with the model so it loads wherever MLflow runs it, and name the
             # requirements instead of letting MLflow infer them (slow, and it imports everything).
             code_paths=[str(Path(__file__).parent)],
