@@ -346,6 +346,7 @@ def test_a_decompression_bomb_gets_its_own_error_and_memory_stays_bounded(tmp_pa
     stats = {
         "scale": 255.0,
         "standardize": False,
+        "preprocessing": "digits",
         "mean": 0.13,
         "std": 0.3,
         "sizes": {"train": 1},
