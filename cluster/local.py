@@ -177,25 +177,20 @@ def start_ray(state: dict, tracking_uri: str) -> str:
 
 def ray_nodes(address: str) -> int:
     """Alive nodes of the cluster at `address` (0 while it is not up)."""
-    done = subprocess.run(
-        [
-            str(BIN / "python"),
-            "-c",
-            f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ},
+    code = (
+        f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
     )
+    try:
+        done = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return 0
     return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
 
 
 def up() -> None:
     if state_file().exists():
         raise ClusterError(f"a cluster is already up ({state_file()}); run `make cluster-down` first")
-    STATE_DIR.mkdir(exist_ok=True)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
     state: dict = {}
     try:  # the state is saved after each part, so `down` can stop a half-started cluster
         database = start_postgres(state)
