@@ -1,9 +1,12 @@
 """Turn an arbitrary photo or scan of one handwritten digit into an MNIST-style 28x28 image.
 
-Follows the procedure MNIST itself was made with: grayscale; light ink on a dark background;
-cropped to the ink's bounding box; scaled to fit a 20x20 box keeping the aspect ratio
-(anti-aliased); placed in a 28x28 field with its centre of mass at the centre. The result is in
-MNIST's raw 0-255 units, ready for the normalize stage's own transform (data.transform).
+First the digit is found on its page, as a camera or scanner delivers it: the paper (uneven light
+included) is modelled and subtracted, ink is what stands out from the paper's grain, and the digit
+is the largest connected part of the ink with the parts near it (to_mnist). Then it follows the
+procedure MNIST itself was made with: light ink on a dark background; cropped to the ink's bounding
+box; scaled to fit a 20x20 box keeping the aspect ratio (anti-aliased); placed in a 28x28 field
+with its centre of mass at the centre. The result is in MNIST's raw 0-255 units, ready for the
+normalize stage's own transform (data.transform).
 """
 
 from __future__ import annotations
