@@ -54,6 +54,8 @@ def check(uri: str, run_ids: list[str], epochs: int) -> list[str]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from mnist_np.serving.pyfunc import MODEL_NAME
+
     mlflow.set_tracking_uri(uri)  # a run's model is found through the global tracking URI
     client, problems = MlflowClient(uri), []
     for run_id in run_ids:
@@ -65,15 +67,9 @@ def check(uri: str, run_ids: list[str], epochs: int) -> list[str]:
             if steps != list(range(1, epochs + 1)):
                 problems.append(f"{run_id}: {name} has steps {steps}")
         artifacts = {a.path for a in client.list_artifacts(run_id, "weights")}
-        if artifacts != {"weights/model.npz"} or not client.list_artifacts(run_id, pyfunc_name()):
+        if artifacts != {"weights/model.npz"} or not client.list_artifacts(run_id, MODEL_NAME):
             problems.append(f"{run_id}: artifacts {artifacts}")
     return problems
-
-
-def pyfunc_name() -> str:
-    from mnist_np.serving import pyfunc
-
-    return pyfunc.MODEL_NAME
 
 
 def load(uri: str, processes: int, epochs: int, files: tuple[Path, Path], artifacts: Path | None = None) -> dict:

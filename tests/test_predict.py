@@ -54,6 +54,12 @@ def trained(tmp_path_factory, mnist_mirror):
     return root, run.info.run_id, uri, images, labels
 
 
+def mnist_predict(cwd: Path, *args: object, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed `mnist-predict` command, run in `cwd` to its end."""
+    cmd = [str(BIN / "mnist-predict"), *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
 def direct_predictions(root: Path, images: np.ndarray) -> np.ndarray:
     """The network applied to the original arrays, as the evaluate stage does."""
     params = weights.load(root / "models" / "model.npz")
@@ -90,13 +96,7 @@ def write_variant(directory: Path, images: np.ndarray, variant: str) -> list[Pat
 def test_command_agrees_with_the_network_on_untouched_digits(trained, tmp_path):
     root, _, _, images, labels = trained
     write_variant(tmp_path / "plain", images, "plain")
-    done = subprocess.run(
-        [str(BIN / "mnist-predict"), "--json", str(tmp_path / "plain")],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = mnist_predict(root, "--json", tmp_path / "plain")
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     expected = direct_predictions(root, images)
@@ -127,9 +127,7 @@ def test_bad_files_get_their_own_error_and_the_rest_are_predicted(trained, tmp_p
     Image.fromarray(images[0]).save(tmp_path / "good.png")
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    done = subprocess.run(
-        [str(BIN / "mnist-predict"), "--json", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=300
-    )
+    done = mnist_predict(root, "--json", tmp_path)
     assert done.returncode == 1
     results = {Path(r["file"]).name: r for r in json.loads(done.stdout)}
     assert results["good.png"]["digit"] == labels[0]
@@ -235,14 +233,7 @@ def test_registered_champion_predicts_through_models_uri(trained, tmp_path):
     )
     assert done.returncode == 0 and run_id in done.stdout, done.stderr
     Image.fromarray(images[1]).save(tmp_path / "digit.png")
-    done = subprocess.run(
-        [str(BIN / "mnist-predict"), "--json", "--model", "models:/mnist-mlp@champion", str(tmp_path / "digit.png")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = mnist_predict(tmp_path, "--json", "--model", "models:/mnist-mlp@champion", tmp_path / "digit.png", env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)[0]["digit"] == direct_predictions(root, images[1:2]).argmax() == labels[1]
 
@@ -298,20 +289,7 @@ def test_the_image_the_network_saw_is_saved_beside_each_prediction(trained, tmp_
         (tmp_path / folder).mkdir()
         Image.fromarray(255 - images[0]).resize((84, 84)).save(tmp_path / folder / "digit.png")
     seen = tmp_path / "seen"
-    done = subprocess.run(
-        [
-            str(BIN / "mnist-predict"),
-            "--json",
-            "--save-preprocessed",
-            str(seen),
-            str(tmp_path / "a"),
-            str(tmp_path / "b"),
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = mnist_predict(root, "--json", "--save-preprocessed", seen, tmp_path / "a", tmp_path / "b")
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     assert [Path(r["preprocessed"]).name for r in results] == ["digit.png", "digit-2.png"]

@@ -137,8 +137,8 @@ def load_stats(processed_dir: str | os.PathLike) -> dict:
         raise DataError(f"{path} not found; run the normalize stage first (dvc repro normalize)")
     try:
         stats = json.loads(path.read_text())
-        _ = stats["sizes"]["train"], stats["standardize"], stats["mean"], stats["std"], stats["processed_sha256"]
-        _ = stats["preprocessing"]
+        _ = stats["sizes"]["train"], stats["standardize"], stats["mean"], stats["std"]
+        _ = stats["processed_sha256"], stats["preprocessing"]
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not the normalize stage's statistics ({exc!r}); {REDO_NORMALIZE}") from exc
     return stats

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,15 @@ def redacted(url: str | None) -> str:
     if at and ":" in credentials:
         return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"
     return url
+
+
+def sweep_overrides(arguments: Sequence[str], space: Mapping[str, str]) -> list[Override]:
+    """A sweep's task overrides (`arguments`, Hydra's own left out) and the search space's entries
+    for the keys they do not set: a key swept on the command line replaces its search-space entry."""
+    parser = OverridesParser.create()
+    given = [o for o in parser.parse_overrides(list(arguments)) if not o.is_hydra_override()]
+    keys = {o.key_or_group for o in given}
+    return given + parser.parse_overrides([f"{key}={value}" for key, value in space.items() if key not in keys])
 
 
 def distribution(override: Override) -> Any:
@@ -100,21 +110,14 @@ class OptunaSweeper(Sweeper):
         import mlflow
         import optuna
 
-        # The command line's value for a key replaces the search space's entry for it.
-        parsed = OverridesParser.create().parse_overrides(
-            [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
-        )
         space: dict[str, Any] = {}
         fixed: dict[str, str] = {}
-        for override in parsed:
-            key = override.get_key_element()
-            space.pop(key, None)
-            fixed.pop(key, None)
+        for override in sweep_overrides(arguments, self.params):
             found = distribution(override)
             if found is None:
-                fixed[key] = override.get_value_element_as_str()
+                fixed[override.get_key_element()] = override.get_value_element_as_str()
             else:
-                space[key] = found
+                space[override.get_key_element()] = found
         storage = self.storage or default_storage(mlflow.get_tracking_uri())
         name = self.study_name or f"mnist-{datetime.now():%Y%m%d-%H%M%S-%f}"
         # Processes sharing a named study each seed their sampler differently, or they would all

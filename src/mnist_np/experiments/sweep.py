@@ -30,7 +30,6 @@ from typing import Any
 import mlflow
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
@@ -42,7 +41,7 @@ from ..data import splits
 from ..errors import DataError, UserError
 from ..tracking import runs, store
 from ..training import cores, loop
-from . import plots, stages
+from . import plots, search, stages
 from .compare import RANK_METRIC, SWEPT, varying_params
 
 log = logging.getLogger(__name__)
@@ -109,12 +108,8 @@ def _processed_dir(root: Path, cfg: config.Config) -> tuple[Path, dict]:
 def _combinations(task_overrides: list[str], search_space: dict[str, str]) -> list[list[str]]:
     """The override lists a sweep can launch, for checking before the first job: every combination
     of a grid (lists, range(), choice()), and every bound of an interval() (Optuna samples between)."""
-    parser = OverridesParser.create()
-    given = [o for o in parser.parse_overrides(task_overrides) if not o.is_hydra_override()]
-    # A command-line sweep of a key replaces the search space's entry for it (as the Optuna sweeper does).
-    space = [f"{key}={value}" for key, value in search_space.items() if key not in {o.key_or_group for o in given}]
     candidates = []
-    for override in given + parser.parse_overrides(space):
+    for override in search.sweep_overrides(task_overrides, search_space):  # what the Optuna sweeper sees
         prefix = "++" if override.is_force_add() else "+" if override.is_add() else ""
         if not override.is_sweep_override():
             values = [override.get_value_element_as_str()]

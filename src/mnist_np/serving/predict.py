@@ -106,7 +106,6 @@ def predict_files(
 def format_table(results: list[dict]) -> str:
     rows = []
     for r in results:
-        r = {k: v for k, v in r.items() if k != "preprocessed"}
         if "error" in r:
             rows.append({"file": r["file"], "digit": "error", **{f"p{d}": "" for d in range(10)}})
         else:
