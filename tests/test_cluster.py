@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,30 @@ def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_pat
         {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"},
     )["runs"]
     assert len(parents) == 2  # both sweeps' parents, grouped under the study
+
+
+def test_sweeps_starting_together_on_an_empty_database_all_get_the_study_tables(cluster, tmp_path):
+    """Optuna creates its tables on first use; processes that do so at the same moment collide in
+    PostgreSQL (duplicate table), and the losers must retry rather than fail the sweep."""
+    env, _, _ = cluster
+    server = env["MNIST_NP_OPTUNA_STORAGE"].rsplit("/", 1)[0]
+    database = f"race_{os.getpid()}"
+    with sqlalchemy.create_engine(f"{server}/mlflow", isolation_level="AUTOCOMMIT").connect() as db:
+        db.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
+    start = time.time() + 5  # every process imported and waiting, then all open the storage at once
+    code = (
+        "import sys, time; from mnist_np.experiments.search import open_storage; "
+        f"time.sleep(max(0, {start} - time.time())); open_storage(sys.argv[1])"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, f"{server}/{database}"], stderr=subprocess.PIPE, text=True)
+        for _ in range(16)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 16, "\n".join(errors)
+    with sqlalchemy.create_engine(f"{server}/{database}").connect() as db:
+        assert db.execute(sqlalchemy.text("SELECT count(*) FROM version_info")).scalar() == 1
+        assert db.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
 
 def test_sixteen_runs_logged_at_once_all_arrive(cluster, tmp_path):

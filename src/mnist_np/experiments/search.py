@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -43,6 +44,25 @@ def default_storage(tracking_uri: str) -> str | None:
     if tracking_uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(tracking_uri[len('sqlite:///') :]).with_name(STUDY_FILE)}"
     return None
+
+
+def open_storage(url: str | None, attempts: int = 5):
+    """Optuna's storage at `url` (None: in memory), creating its tables on first use.
+
+    Sweeps started together on an empty database race to create the tables; the losers get a
+    duplicate-table error from the database and succeed once they retry, finding the tables there."""
+    import optuna
+    import sqlalchemy.exc
+
+    if url is None:
+        return None
+    for attempt in range(1, attempts + 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def redacted(url: str | None) -> str:
@@ -125,7 +145,7 @@ class OptunaSweeper(Sweeper):
         seed = self.seed + os.getpid() if self.study_name and self.seed is not None else self.seed
         study = optuna.create_study(
             study_name=name,
-            storage=storage,
+            storage=open_storage(storage),
             sampler=optuna.samplers.TPESampler(seed=seed),
             direction=self.direction,
             load_if_exists=True,  # several sweep processes with one study_name share its trials
