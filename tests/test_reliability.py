@@ -49,11 +49,14 @@ def params_of(cfg) -> dict:
 
 
 def set_params(work: Path, **values) -> None:
-    """Change params.yaml: set_params(work, **{"train.lr": 1000})."""
+    """Change params.yaml: set_params(work, **{"train.lr": 1000, "train.augment.enabled": True})."""
     params = yaml.safe_load((work / "params.yaml").read_text())
     for dotted, value in values.items():
-        section, key = dotted.split(".")
-        params[section][key] = value
+        *sections, key = dotted.split(".")
+        section = params
+        for name in sections:
+            section = section[name]
+        section[key] = value
     (work / "params.yaml").write_text(yaml.safe_dump(params))
 
 
@@ -107,6 +110,28 @@ def test_a_stopped_train_stage_keeps_its_epochs_and_ends_killed(project, sig, st
     logged = steps(env, run_id)
     assert logged == list(range(1, len(logged) + 1)) and len(logged) >= 3  # every finished epoch, in order
     assert not (work / "models").exists() or not any((work / "models").iterdir())  # no weights, no temp files
+
+
+def test_ctrl_c_during_augmented_training_stops_the_distorting_process_too(project):
+    """Ctrl-C reaches the whole foreground process group: the trainer and the process that distorts
+    its images. One error line (none from the worker), the epochs kept, nothing left running."""
+    work, env = project
+    set_params(work, **{"train.epochs": 100000, "train.augment.enabled": True})
+    train = Watched(stage_cmd(TRAIN), work, env, group=True)
+    train.wait_for_line("epoch 3/100000")
+    returncode, stderr = train.stop(signal.SIGINT)
+    assert returncode == 130 and "KILLED" in one_error_line(stderr)
+    (run_id,) = all_runs(env)["run_id"]
+    assert len(steps(env, run_id)) >= 3
+    wait_for(lambda: not _group_alive(train.proc.pid), 30, "the distorting process to end")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_child(project):

@@ -87,6 +87,26 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    enabled: bool
+    rotation: float
+    scale: float
+    shear: float
+    shift: float
+    elastic_alpha: float
+    elastic_sigma: float
+
+    def __post_init__(self) -> None:
+        k = "train.augment."
+        _check(0 <= self.rotation <= 90, k + "rotation", self.rotation, "must be in [0, 90] degrees")
+        _check(0 <= self.scale < 1, k + "scale", self.scale, "must be in [0, 1)")
+        _check(0 <= self.shear <= 60, k + "shear", self.shear, "must be in [0, 60] degrees")
+        _check(self.shift >= 0, k + "shift", self.shift, "must be >= 0 pixels")
+        _check(self.elastic_alpha >= 0, k + "elastic_alpha", self.elastic_alpha, "must be >= 0 (0 = no elastic part)")
+        _check(self.elastic_sigma > 0, k + "elastic_sigma", self.elastic_sigma, "must be > 0 pixels")
+
+
+@dataclass
 class TrainConfig:
     lr: float
     batch_size: int
@@ -97,6 +117,7 @@ class TrainConfig:
     momentum: float
     weight_decay: float
     early_stopping: int
+    augment: AugmentConfig
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.lr", self.lr, "must be > 0")

@@ -98,7 +98,7 @@ def load_training_data(cfg: config.Config, processed_dir: str | Path) -> Trainin
         processed_dir / splits.STATS_FILE,
         checksums,
     )
-    loop.check_feasible(cfg.train, len(data.train.y))
+    loop.check_feasible(cfg.train, *data.train.x.shape)
     return data
 
 

@@ -130,7 +130,8 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     for overrides in _combinations(list(hydra_cfg.overrides.task), space):
         cfg = _validated(compose(config_name=hydra_cfg.job.config_name, overrides=overrides))
         _, stats = _processed_dir(root, cfg)
-        loop.check_feasible(cfg.train, stats["sizes"]["train"])  # a job checks the data it loads itself
+        # A job checks the data it loads itself.
+        loop.check_feasible(cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
         first = first or cfg
     return first
 

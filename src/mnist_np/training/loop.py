@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError, TrainingError
 from ..model import kernel, reference
-from . import cores
+from . import augment, cores
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,20 @@ class Validation:
         return -log_likelihood / len(self.x), correct / len(self.x)
 
 
+CHUNK_ROWS = 2048  # rows gathered at once, see shuffled_batches
+
+
+def chunk_size(batch: int, chunk_rows: int = CHUNK_ROWS) -> int:
+    """Rows per gathered chunk: whole batches, so only the epoch's last batch is short."""
+    return batch * max(1, chunk_rows // batch)
+
+
 def shuffled_batches(
-    arrays: tuple[np.ndarray, ...], order: np.ndarray, batch: int, chunk_rows: int = 2048
+    arrays: tuple[np.ndarray, ...],
+    order: np.ndarray,
+    batch: int,
+    chunk_rows: int = CHUNK_ROWS,
+    first_rows: Callable[[list[np.ndarray]], Iterator[np.ndarray]] | None = None,
 ) -> Iterator[tuple[np.ndarray, ...]]:
     """Yield, batch by batch in `order`, contiguous views of the batch's rows of each array.
 
@@ -107,16 +119,22 @@ def shuffled_batches(
     set overlap with the arithmetic instead of adding to it.
     No shuffled copy of the whole training set is made: that would double its memory.
     A view is valid until the caller asks for the next batch.
+    `first_rows`, if given, supplies the first array's rows instead: called with the epoch's
+    index chunks, it returns an iterator of their rows (the distorted images, augment.Worker).
     """
-    rows = batch * max(1, chunk_rows // batch)  # whole batches, so only the epoch's last is short
+    rows = chunk_size(batch, chunk_rows)
     buffers = [[np.empty((min(rows, len(order)), *a.shape[1:]), a.dtype) for a in arrays] for _ in range(2)]
+    supplied = first_rows([order[i : i + rows] for i in range(0, len(order), rows)]) if first_rows else None
 
     def gather(start: int, into: list[np.ndarray]) -> int:
         index = order[start : start + rows]
-        for array, buffer in zip(arrays, into):
-            # mode="clip": the indices come from a permutation, so they need no bounds check,
-            # and the default mode="raise" would copy through an extra buffer.
-            array.take(index, axis=0, out=buffer[: len(index)], mode="clip")
+        for i, (array, buffer) in enumerate(zip(arrays, into)):
+            if i == 0 and supplied is not None:
+                buffer[: len(index)] = next(supplied)
+            else:
+                # mode="clip": the indices come from a permutation, so they need no bounds check,
+                # and the default mode="raise" would copy through an extra buffer.
+                array.take(index, axis=0, out=buffer[: len(index)], mode="clip")
         return len(index)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -165,12 +183,17 @@ def blas_threads(hidden: int, batch: int, share: int) -> int:
 CHANCE_LOSS = float(np.log(reference.N_CLASSES))  # cross-entropy of a uniform guess
 
 
-def check_feasible(train: TrainConfig, n_train: int) -> None:
-    """Refuse settings that cannot do what was meant on `n_train` training images."""
+def check_feasible(train: TrainConfig, n_train: int, n_pixels: int) -> None:
+    """Refuse settings that cannot do what was meant on `n_train` training images of `n_pixels`."""
     if train.batch_size > n_train:
         raise ConfigError(
             f"train.batch_size={train.batch_size} is larger than the {n_train} training images; "
             f"choose at most {n_train}"
+        )
+    if train.augment.enabled and not augment.image_side(n_pixels):
+        raise ConfigError(
+            f"train.augment.enabled=true needs square images, but the inputs have {n_pixels} pixels; "
+            "set train.augment.enabled=false"
         )
 
 
@@ -200,12 +223,13 @@ def fit(
     The inputs are never modified. With train.early_stopping > 0 the weights of the best
     validation epoch (the latest of equals) are kept.
     """
-    check_feasible(train, len(y_train))
+    check_feasible(train, len(y_train), x_train.shape[1])
     dtype = np.dtype(train.dtype)
     x, y = x_train.astype(dtype, copy=False), y_train
     x_val = x_val.astype(dtype, copy=False)
-    # Independent streams for initialisation and batch order, both from the one seed.
-    init_rng, order_rng = np.random.default_rng(train.seed).spawn(2)
+    # Independent streams for initialisation, batch order and distortions, all from the one seed
+    # (the first two are the same whether or not the third is used).
+    init_rng, order_rng, augment_rng = np.random.default_rng(train.seed).spawn(3)
     flat = kernel.pack(reference.init_params(model.hidden_size, init_rng, model.init, dtype, n_in=x.shape[1]))
     params = flat.params
     velocity = kernel.zeros(params) if train.momentum else None
@@ -215,6 +239,13 @@ def fit(
     # One workspace for full batches and one for a shorter last batch.
     workspaces = {m: kernel.Workspace(params, m) for m in {train.batch_size, n % train.batch_size} if m}
     validation = Validation(x_val, y_val, params)
+    # Distorted copies of the images, made in a worker process while the steps run; blank pixels
+    # are the darkest, in whatever scaling the data has.
+    distorted = (
+        augment.Worker(x, train.augment, float(x.min()), augment_rng, min(n, chunk_size(train.batch_size)))
+        if train.augment.enabled
+        else contextlib.nullcontext(None)
+    )
     kept: tuple[EpochStats, reference.Params] | None = None
 
     blas = ThreadpoolController()
@@ -223,7 +254,12 @@ def fit(
         return blas_threads(model.hidden_size, train.batch_size, share.take())
 
     # The outer limit restores the BLAS thread counts when training ends.
-    with cores.share() as share, switch_interval(), blas.limit(limits=threads(), user_api="blas"):
+    with (
+        distorted as first_rows,
+        cores.share() as share,
+        switch_interval(),
+        blas.limit(limits=threads(), user_api="blas"),
+    ):
         for epoch in range(1, train.epochs + 1):
             if epoch > 1:  # each epoch takes this job's share of the cores as it is now
                 blas.limit(limits=threads(), user_api="blas")
@@ -231,7 +267,7 @@ def fit(
             lr = train.lr * train.lr_decay ** (epoch - 1)
             order = order_rng.permutation(n)
             batches = tqdm(
-                shuffled_batches((x, one_hot), order, train.batch_size),
+                shuffled_batches((x, one_hot), order, train.batch_size, first_rows=first_rows),
                 total=len(outputs.views),
                 desc=f"epoch {epoch}/{train.epochs}",
                 unit="batch",
