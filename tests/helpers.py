@@ -12,8 +12,10 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
@@ -139,8 +141,18 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition"):
 class Watched:
     """A process whose output lines are collected as they come, so a test can act on them."""
 
-    def __init__(self, cmd: list[str], cwd: Path, env: dict) -> None:
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, cmd: list[str], cwd: Path, env: dict, group: bool = False) -> None:
+        """`group`: in a process group of its own, which stop() signals whole, as a terminal does."""
+        self.group = group
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            process_group=0 if group else None,
+        )
         self.out, self.err = [], []
         self.readers = [
             threading.Thread(target=self._read, args=(stream, lines), daemon=True)
@@ -158,8 +170,51 @@ class Watched:
         wait_for(lambda: any(text in line for line in self.out + self.err), timeout, repr(text))
 
     def stop(self, sig: int, timeout: float = 120) -> tuple[int, str]:
-        self.proc.send_signal(sig)
+        if self.group:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
         self.proc.wait(timeout=timeout)
         for reader in self.readers:
             reader.join(timeout=10)
         return self.proc.returncode, "".join(self.err)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A project directory trained on real MNIST: data/processed, models/model.npz, training.csv,
+    and the run in an MLflow store of its own."""
+
+    root: Path
+    run_id: str
+    uri: str
+
+    def test_accuracy(self) -> float:
+        from mnist_np.data import splits
+        from mnist_np.model import weights
+        from mnist_np.training import metrics
+
+        test = splits.load(self.root / "data" / "processed", "test")
+        return metrics.evaluate(weights.load(self.root / "models" / "model.npz"), test.x, test.y)[1]
+
+
+def train_project(root: Path, mirror: Path, *overrides: str) -> Trained:
+    """Prepare the real data and train with the project's configuration plus `overrides`, as the
+    normalize and train stages do."""
+    from mnist_np.data import splits
+    from mnist_np.experiments import stages
+    from mnist_np.tracking import store
+
+    cfg = project_config(*overrides)
+    splits.save(root / "data" / "processed", *splits.prepare(mirror, cfg.data, SOURCE))
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    session_uri = os.environ["MLFLOW_TRACKING_URI"]
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        experiment_id = store.setup("mnist", root)
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            data = stages.load_training_data(cfg, root / "data" / "processed")
+            stages.train(cfg, data, root / "models", root / "training.csv", progress=False)
+    finally:
+        mlflow.set_tracking_uri(session_uri)
+    return Trained(root, run.info.run_id, uri)

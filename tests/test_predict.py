@@ -18,14 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BIN, REPO, SOURCE, free_port, project_config
+from helpers import BIN, REPO, free_port
 from mnist_np.data import splits
 from mnist_np.data.idx import read_idx
-from mnist_np.experiments import stages
 from mnist_np.model import reference, weights
 from mnist_np.serving import preprocess
 from mnist_np.serving.predict import load_predictor, predict_files
-from mnist_np.tracking import store
 
 pytestmark = pytest.mark.slow  # trains the default network on real MNIST once per session
 # `mlflow models serve` execs uvicorn by name, so the environment's bin directory must be on PATH.
@@ -34,24 +32,12 @@ N = 200  # test digits per variant
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, mnist_mirror):
-    """A project directory with real processed data and default-config weights, and the MLflow run."""
-    root = tmp_path_factory.mktemp("predict")
-    cfg = project_config()
-    splits.save(root / "data" / "processed", *splits.prepare(mnist_mirror, cfg.data, SOURCE))
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    session_uri = os.environ["MLFLOW_TRACKING_URI"]
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        experiment_id = store.setup("mnist", root)
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            data = stages.load_training_data(cfg, root / "data" / "processed")
-            stages.train(cfg, data, root / "models", root / "training.csv", progress=False)
-    finally:
-        mlflow.set_tracking_uri(session_uri)
+def trained(trained_default, mnist_mirror):
+    """(project directory with real processed data and default-config weights, its run id, its
+    MLflow store, the first N test images and labels)."""
     images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:N]
     labels = read_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz")[:N]
-    return root, run.info.run_id, uri, images, labels
+    return trained_default.root, trained_default.run_id, trained_default.uri, images, labels
 
 
 def mnist_predict(cwd: Path, *args: object, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -265,9 +251,12 @@ def capture(digit: np.ndarray, condition: str, rng: np.random.Generator) -> tupl
     return image, ("jpg" if condition in ("jpeg", "photo") else "png")
 
 
+@pytest.mark.parametrize("model", ["default", "best"])
 @pytest.mark.parametrize("condition", ["clean", "noise", "lighting", "jpeg", "pencil", "photo"])
-def test_captured_digits_read_within_two_points_of_the_untouched_ones(trained, mnist_mirror, tmp_path, condition):
-    root = trained[0]
+def test_captured_digits_read_within_two_points_of_the_untouched_ones(
+    request, mnist_mirror, tmp_path, condition, model
+):
+    root = request.getfixturevalue(f"trained_{model}").root
     images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:CAPTURES]
     labels = read_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz")[:CAPTURES]
     untouched = float(np.mean(direct_predictions(root, images).argmax(axis=1) == labels))
