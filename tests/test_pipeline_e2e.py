@@ -326,15 +326,12 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_reproduce(proje
     run(["git", "clone", "-q", str(dest), str(clone)], tmp_path, env)
     run(["dvc", "remote", "modify", "--local", "shared", "url", str(remote)], clone, env)
     # What a sweep job does on a node without the prepared data: only data/processed/, from the remote.
-    run(
-        [
-            sys.executable,
-            "-c",
-            "from pathlib import Path; from mnist_np.experiments import sweep; sweep.fetch_processed(Path.cwd())",
-        ],
-        clone,
-        env,
-    )
+    fetch = [
+        sys.executable,
+        "-c",
+        "from pathlib import Path; from mnist_np.experiments import sweep; sweep.fetch_processed(Path.cwd())",
+    ]
+    run(fetch, clone, env)
     assert (clone / "data" / "processed" / "train.npz").is_file() and not (clone / "models").exists()
     run(["dvc", "pull"], clone, env)
     for name in ("models/model.npz", "data/processed/train.npz", "data/raw/t10k-labels-idx1-ubyte.gz"):
@@ -343,3 +340,15 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_reproduce(proje
     again = run(["dvc", "repro"], clone, env)
     assert "Running stage" not in again.stdout + again.stderr
     assert not (clone / "mlflow.db").exists()  # nothing trained, so no run was logged
+
+    # A damaged copy on the remote: the SHA-256 the normalize stage recorded catches it, and it is removed.
+    val = (dest / "data" / "processed" / "val.npz").read_bytes()
+    (blob,) = [p for p in remote.rglob("*") if p.is_file() and p.read_bytes() == val]
+    blob.chmod(0o644)
+    blob.write_bytes(val[:1000] + bytes([val[1000] ^ 0xFF]) + val[1001:])
+    damaged = tmp_path / "damaged"
+    run(["git", "clone", "-q", str(dest), str(damaged)], tmp_path, env)
+    run(["dvc", "remote", "modify", "--local", "shared", "url", str(remote)], damaged, env)
+    failed = run(fetch, damaged, env, check=False)
+    assert failed.returncode != 0 and "val.npz" in failed.stderr and "damaged" in failed.stderr, failed.stderr
+    assert not (damaged / "data" / "processed").exists()

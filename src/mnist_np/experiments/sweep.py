@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import cli, config
 from ..data import splits
 from ..errors import DataError, UserError
+from ..files import sha256_file
 from ..tracking import runs, store
 from ..training import cores, loop
 from . import plots, search, stages
@@ -74,18 +75,29 @@ def project_root(hydra_cfg: DictConfig) -> Path:
 
 def fetch_processed(root: Path) -> None:
     """On a node whose checkout lacks data/processed/ (a Ray worker on another machine), get the
-    prepared data from the DVC remote by the hashes dvc.lock records; DVC checks each file against
-    its hash before it lands."""
-    if (root / PROCESSED_DIR / splits.STATS_FILE).is_file() or not (root / "dvc.lock").is_file():
+    prepared data from the DVC remote by the hashes dvc.lock records, then check each file against
+    the SHA-256 the normalize stage recorded in stats.json (DVC does not re-hash what it downloads
+    unless the remote says `verify = true`). Damaged data is removed, never trained on."""
+    processed = root / PROCESSED_DIR
+    if (processed / splits.STATS_FILE).is_file() or not (root / "dvc.lock").is_file():
         return
-    log.info("%s is not on this node: dvc pull from the remote", root / PROCESSED_DIR)
+    log.info("%s is not on this node: dvc pull from the remote", processed)
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
     done = subprocess.run([dvc, "pull", "--quiet", str(PROCESSED_DIR)], cwd=root, capture_output=True, text=True)
     if done.returncode:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise DataError(
-            f"{root / PROCESSED_DIR} is missing and `dvc pull` could not get it ({reason}); run "
+            f"{processed} is missing and `dvc pull` could not get it ({reason}); run "
             "`dvc push` where the data was prepared, or `dvc repro normalize` here"
+        )
+    recorded = splits.load_stats(processed)["processed_sha256"]
+    damaged = [name for name, digest in recorded.items() if sha256_file(processed / name) != digest]
+    if damaged:
+        shutil.rmtree(processed)
+        raise DataError(
+            f"{', '.join(damaged)} pulled from the DVC remote into {processed} do not match the SHA-256 recorded "
+            "when the data was prepared (removed again); the remote's copy is damaged: `dvc push` it again "
+            "from a good copy, or run `dvc repro normalize` here"
         )
 
 
