@@ -1,14 +1,17 @@
-"""Benchmark: this network against PyTorch on the CPU, plus memory and MLflow overhead, in one run.
+"""Benchmark: this network against PyTorch and scikit-learn on the CPU, the cost of training-time
+distortions, plus memory and MLflow overhead, in one run.
 
-    dvc repro normalize                 # needs data/processed/
-    pip install torch==2.13.0           # optional benchmark dependency, never the product's
+    dvc repro normalize                                    # needs data/processed/
+    pip install torch==2.13.0 scikit-learn==1.9.1          # benchmark dependencies, never the product's
     python benchmarks/speed.py [--repeats 7] [--epochs 3] [--out benchmarks/results/speed.json]
 
-Both sides train the same architecture (784 -> H ReLU -> 10 softmax, cross-entropy, plain
+All sides train the same architecture (784 -> H ReLU -> 10 softmax, cross-entropy, plain
 mini-batch SGD) on the real training split, in float32, with the same number of BLAS/intra-op
-threads, the same batch size and epochs, shuffling each epoch. A run's time is its median epoch
-of the gradient-step loop alone (no validation pass); the sides alternate run by run, and the
-ratio reported is the median over `repeats` of the paired ratios.
+threads, the same batch size and epochs, shuffling each epoch: ours, PyTorch (torch.nn), and
+scikit-learn's MLPClassifier (solver="sgd", one partial_fit per epoch). A run's time is its
+median epoch of the gradient-step loop alone (no validation pass); the sides take turns run by
+run, and each ratio reported is the median over `repeats` of the paired ratios.
+The same pairing measures an epoch with train.augment on against a plain one (hidden 800).
 Also reported: the machine's float32 matrix-multiply throughput (GFLOP/s) and the fraction of it
 that training reaches; the peak resident memory of the real train stage at hidden 1024; and
 the share of a default train stage's time that MLflow logging costs (see mlflow_overhead).
@@ -42,10 +45,14 @@ from mnist_np.training import loop
 REPO = Path(__file__).resolve().parents[1]
 
 CASES = [(10, 32), (1024, 128)]  # (hidden size, batch size)
-TARGETS = {(10, 32): 0.15, (1024, 128): 0.9}
+TARGETS = {  # the largest acceptable ratio of our epoch time to each peer's
+    "torch": {(10, 32): 0.15, (1024, 128): 0.9},
+    "sklearn": {(10, 32): 0.1, (1024, 128): 0.1},
+}
+AUGMENT_CASE, AUGMENT_TARGET = (800, 128), 2.0  # an epoch with distortions against a plain one
 
 
-def ours_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
+def ours_epoch_seconds(x, y, hidden, batch, epochs, seed, augment: bool = False) -> list[float]:
     cfg = config.load_params(REPO / "params.yaml")  # the defaults, with the benchmark's changes
     model = dataclasses.replace(cfg.model, hidden_size=hidden, init="he")
     train = dataclasses.replace(
@@ -59,6 +66,7 @@ def ours_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
         weight_decay=0.0,
         early_stopping=0,
         dtype="float32",
+        augment=dataclasses.replace(cfg.train.augment, enabled=augment),
     )
     fit = loop.fit(x, y, x[:10], y[:10], model, train, progress=False)
     return [s.seconds for s in fit.history]
@@ -86,20 +94,47 @@ def torch_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
     return times
 
 
-def compare(x, y, hidden, batch, epochs, repeats) -> tuple[float, float, float]:
-    """Median seconds per epoch of each side, and the median ratio of the pairs.
+def sklearn_epoch_seconds(x, y, hidden, batch, epochs, seed) -> list[float]:
+    from sklearn.neural_network import MLPClassifier
 
-    The sides alternate, one run each per repeat, so a slow spell of this shared machine
-    falls on both sides of a pair instead of on one side's whole sample.
+    model = MLPClassifier(
+        hidden_layer_sizes=(hidden,),
+        activation="relu",
+        solver="sgd",
+        batch_size=batch,
+        learning_rate_init=0.05,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        shuffle=True,
+        random_state=seed,
+    )
+    classes, times = np.arange(10), []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.partial_fit(x, y, classes=classes)  # one pass over the shuffled data in mini-batches
+        times.append(time.perf_counter() - start)
+    assert model.coefs_[0].dtype == np.float32, "scikit-learn trained in float64"
+    return times
+
+
+PEERS = {"torch": torch_epoch_seconds, "sklearn": sklearn_epoch_seconds}
+
+
+def compare(sides: dict, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per epoch of each side (name -> function of the seed giving epoch times),
+    and the median ratio of the first side's time to each other's, over `repeats` rounds.
+
+    The sides take turns, one run each per round, so a slow spell of this shared machine
+    falls on every side of a round instead of on one side's whole sample.
     """
-    ours, theirs, ratios = [], [], []
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
     for seed in range(repeats):
-        a = statistics.median(ours_epoch_seconds(x, y, hidden, batch, epochs, seed))
-        b = statistics.median(torch_epoch_seconds(x, y, hidden, batch, epochs, seed))
-        ours.append(a)
-        theirs.append(b)
-        ratios.append(a / b)
-    return statistics.median(ours), statistics.median(theirs), statistics.median(ratios)
+        for name, epoch_seconds in sides.items():
+            seconds[name].append(statistics.median(epoch_seconds(seed)))
+    first, *others = sides
+    ratios = {o: statistics.median(a / b for a, b in zip(seconds[first], seconds[o])) for o in others}
+    return {name: statistics.median(s) for name, s in seconds.items()}, ratios
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -262,6 +297,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "speed.json")
     args = parser.parse_args()
+    import sklearn
     import torch
 
     torch.set_num_threads(args.threads)
@@ -272,6 +308,7 @@ def main() -> None:
         "threads": args.threads,
         "numpy": np.__version__,
         "torch": torch.__version__,
+        "sklearn": sklearn.__version__,
         "blas": [f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})" for i in threadpool_info()],
         "repeats": args.repeats,
         "epochs_per_run": args.epochs,
@@ -281,18 +318,34 @@ def main() -> None:
         peak = matmul_gflops()
         result["matmul_float32_gflops"] = round(peak, 1)
         for hidden, batch in CASES:
-            ours, theirs, ratio = compare(train.x, train.y, hidden, batch, args.epochs, args.repeats)
-            case = {
-                "hidden": hidden,
-                "batch": batch,
-                "numpy_s_per_epoch": round(ours, 3),
-                "torch_s_per_epoch": round(theirs, 3),
-                "ratio_numpy_over_torch": round(ratio, 3),
-                "target_ratio": TARGETS[(hidden, batch)],
-                "numpy_fraction_of_matmul_peak": round(training_gflop_per_epoch(len(train.x), hidden) / ours / peak, 3),
-            }
+            shape = (train.x, train.y, hidden, batch, args.epochs)
+            sides = {name: functools.partial(fn, *shape) for name, fn in {"numpy": ours_epoch_seconds, **PEERS}.items()}
+            seconds, ratios = compare(sides, args.repeats)
+            case = {"hidden": hidden, "batch": batch}
+            case.update({f"{name}_s_per_epoch": round(s, 3) for name, s in seconds.items()})
+            for peer, ratio in ratios.items():
+                case[f"ratio_numpy_over_{peer}"] = round(ratio, 3)
+                case[f"target_ratio_{peer}"] = TARGETS[peer][(hidden, batch)]
+            fraction = training_gflop_per_epoch(len(train.x), hidden) / seconds["numpy"] / peak
+            case["numpy_fraction_of_matmul_peak"] = round(fraction, 3)
             result["cases"].append(case)
             print(json.dumps(case), file=sys.stderr)
+        hidden, batch = AUGMENT_CASE
+        shape = (train.x, train.y, hidden, batch, args.epochs)
+        sides = {
+            "augmented": functools.partial(ours_epoch_seconds, *shape, augment=True),
+            "plain": functools.partial(ours_epoch_seconds, *shape),
+        }
+        seconds, ratios = compare(sides, args.repeats)
+        result["augment"] = {
+            "hidden": hidden,
+            "batch": batch,
+            "plain_s_per_epoch": round(seconds["plain"], 3),
+            "augmented_s_per_epoch": round(seconds["augmented"], 3),
+            "ratio_augmented_over_plain": round(ratios["plain"], 3),
+            "target_ratio": AUGMENT_TARGET,
+        }
+        print(json.dumps(result["augment"]), file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{tmp}/bench.db"
         result["train_stage_peak_rss_mb_hidden_1024"] = round(train_stage_peak_rss_mb(1024, uri), 1)

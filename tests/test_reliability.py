@@ -18,6 +18,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -124,6 +125,25 @@ def test_ctrl_c_during_augmented_training_stops_the_distorting_process_too(proje
     (run_id,) = all_runs(env)["run_id"]
     assert len(steps(env, run_id)) >= 3
     wait_for(lambda: not _group_alive(train.proc.pid), 30, "the distorting process to end")
+
+
+def test_a_killed_distorting_process_fails_the_run_with_its_reason_and_keeps_the_epochs(project):
+    """The process that distorts the images dies (the kernel's out-of-memory killer, say): the train
+    stage stops with one line naming it and the fix, the run is FAILED, its finished epochs kept."""
+    work, env = project
+    set_params(work, **{"train.epochs": 100000, "train.augment.enabled": True})
+    train = Watched(stage_cmd(TRAIN), work, env)
+    train.wait_for_line("epoch 3/100000")
+    (worker,) = [c for c in psutil.Process(train.proc.pid).children() if c.cmdline() == train.proc.args]  # forked
+    worker.kill()
+    train.proc.wait(timeout=60)
+    for reader in train.readers:
+        reader.join(timeout=10)
+    line = one_error_line("".join(train.err))
+    assert train.proc.returncode == 3 and "distorting the training images stopped" in line, line
+    assert "train.augment.enabled=false" in line
+    (run,) = [row for _, row in all_runs(env).iterrows()]
+    assert run["status"] == "FAILED" and len(steps(env, run["run_id"])) >= 3
 
 
 def _group_alive(pgid: int) -> bool:
