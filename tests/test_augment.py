@@ -117,27 +117,36 @@ def test_augmented_training_is_bit_identical_across_runs_and_off_means_untouched
     assert not np.array_equal(plain["W1"], first["W1"])
 
 
+@pytest.fixture(scope="module")
+def augmented(tmp_path_factory, mnist_mirror) -> Trained:
+    """conf/experiment/augmented.yaml shortened to 4 of its epochs, through the train stage (the full
+    run, 6-7 minutes, is not part of the suite; docs/accuracy.md has its results)."""
+    return train_project(tmp_path_factory.mktemp("augmented"), mnist_mirror, "+experiment=augmented", "train.epochs=4")
+
+
 @pytest.mark.slow
-def test_a_distorted_digit_still_reads_as_the_same_digit(trained_best: Trained):
-    """Label-preserving: the best model reads 1,000 test digits the same, distorted or not (where it
-    reads the untouched digit right)."""
-    test = splits.load(trained_best.root / "data" / "processed", "test")
+def test_the_99_percent_configuration_shortened_trains_with_distortions(augmented):
+    """The run records the distortions it trained with, and the network already reads the untouched
+    test digits."""
+    params = MlflowClient(augmented.uri).get_run(augmented.run_id).data.params
+    assert params["train.augment.enabled"] == "True" and float(params["train.augment.elastic_alpha"]) > 0
+    with open(augmented.root / "training.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert augmented.test_accuracy() >= 0.97
+
+
+@pytest.mark.slow
+def test_a_distorted_digit_still_reads_as_the_same_digit(augmented):
+    """Label-preserving: the network trained with the configuration's distortions reads 1,000 test
+    digits, distorted the same way, as it reads them untouched (where it reads those right). After
+    4 epochs about 93% agree; a distortion that broke digits (a flipped axis, a wrong centre) would
+    leave far fewer. The full run reads 97.5% of its distorted training digits right."""
+    test = splits.load(augmented.root / "data" / "processed", "test")
+    cfg = project_config("+experiment=augmented").train.augment
     x, y = test.x[:1000], test.y[:1000]
-    params = weights.load(trained_best.root / "models" / "model.npz")
+    params = weights.load(augmented.root / "models" / "model.npz")
     before = reference.predict_proba(params, x).argmax(axis=1)
-    after = reference.predict_proba(params, distorted(x, ON, fill=float(test.x.min()))).argmax(axis=1)
+    after = reference.predict_proba(params, distorted(x, cfg, fill=float(test.x.min()))).argmax(axis=1)
     right = before == y
     agree = float(np.mean(after[right] == before[right]))
-    assert agree >= 0.95, f"only {agree:.1%} of correctly read digits read the same after distortion"
-
-
-@pytest.mark.slow
-def test_the_99_percent_configuration_shortened_trains_with_distortions(tmp_path, mnist_mirror):
-    """conf/experiment/augmented.yaml for 2 of its epochs through the train stage: the run records the
-    distortions it trained with, and the network already reads the untouched test digits."""
-    trained = train_project(tmp_path, mnist_mirror, "+experiment=augmented", "train.epochs=2")
-    params = MlflowClient(trained.uri).get_run(trained.run_id).data.params
-    assert params["train.augment.enabled"] == "True" and float(params["train.augment.elastic_alpha"]) > 0
-    with open(trained.root / "training.csv") as f:
-        assert len(list(csv.DictReader(f))) == 2
-    assert trained.test_accuracy() >= 0.96
+    assert agree >= 0.9, f"only {agree:.1%} of correctly read digits read the same after distortion"
