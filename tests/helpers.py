@@ -174,6 +174,10 @@ class Watched:
             os.killpg(self.proc.pid, sig)
         else:
             self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str]:
+        """(exit status, everything it wrote to stderr) once it has ended."""
         self.proc.wait(timeout=timeout)
         for reader in self.readers:
             reader.join(timeout=10)

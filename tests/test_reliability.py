@@ -136,11 +136,9 @@ def test_a_killed_distorting_process_fails_the_run_with_its_reason_and_keeps_the
     train.wait_for_line("epoch 3/100000")
     (worker,) = [c for c in psutil.Process(train.proc.pid).children() if c.cmdline() == train.proc.args]  # forked
     worker.kill()
-    train.proc.wait(timeout=60)
-    for reader in train.readers:
-        reader.join(timeout=10)
-    line = one_error_line("".join(train.err))
-    assert train.proc.returncode == 3 and "distorting the training images stopped" in line, line
+    returncode, stderr = train.wait(timeout=60)
+    line = one_error_line(stderr)
+    assert returncode == 3 and "distorting the training images stopped" in line, line
     assert "train.augment.enabled=false" in line
     (run,) = [row for _, row in all_runs(env).iterrows()]
     assert run["status"] == "FAILED" and len(steps(env, run["run_id"])) >= 3

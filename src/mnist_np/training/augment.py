@@ -78,8 +78,9 @@ class Distorter:
         r, c = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
         self.centre = (side - 1) / 2
         # Output pixels about the centre, and a row of ones for the shift: source = M @ grid.
-        self.grid = np.stack([r.ravel() - self.centre, c.ravel() - self.centre, np.ones(side * side)])
-        self.grid = self.grid.astype(np.float32)
+        self.grid = np.stack([r.ravel() - self.centre, c.ravel() - self.centre, np.ones(side * side)]).astype(
+            np.float32
+        )
         self.basis = field_basis(side, cfg.elastic_sigma) if cfg.elastic_alpha else None
         k, n, pixels = (0 if self.basis is None else self.basis.shape[1]), side, side * side
         stride = n + 3  # padded images: one pixel of fill before, two after
@@ -108,11 +109,9 @@ class Distorter:
         return maps.reshape(2 * m, 3).astype(np.float32)
 
     def displacements(self, m: int, out: np.ndarray | None = None) -> np.ndarray:
-        """(2m, side*side) float32 elastic displacements in pixels: each image's rows, then columns
-        (see the module's docstring for how they are drawn). `out`: where to write them."""
+        """(2m, side*side) float32 elastic displacements in pixels for m <= BLOCK images: each image's
+        rows, then columns (see the module's docstring for how they are drawn). `out`: where to write them."""
         b, n, k = self.basis, self.side, self.basis.shape[1]
-        if m > BLOCK:
-            return np.concatenate([self.displacements(min(BLOCK, m - i)) for i in range(0, m, BLOCK)])
         c = self.rng.standard_normal(dtype=np.float32, out=self.coefficients[: 2 * m * k])
         c *= np.float32(self.cfg.elastic_alpha / math.sqrt(3))  # uniform [-1, 1] has variance 1/3
         half = np.matmul(c, b.T, out=self.half[: 2 * m * k])  # C B^T, (k, n) per field
@@ -195,6 +194,9 @@ class Worker:
         _distorter = Distorter(cfg, image_side(images.shape[1]), fill, np.random.default_rng())
         try:
             self.pool.submit(int).result()  # fork now
+        except BaseException:
+            self.pool.shutdown(cancel_futures=True)
+            raise
         finally:
             _images = _distorter = _slots = None  # the worker has them; the trainer needs no second reference
 
