@@ -238,15 +238,30 @@ def test_queued_experiments_log_into_the_repository_store(project):
     run(["git", "commit", "-qm", "baseline", "--allow-empty"], dest, env)
     before = len(runs(dest))
     run(["dvc", "exp", "run", "--queue", "-S", "train.lr=0.02,0.3"], dest, env)
-    run(["dvc", "queue", "start", "-j", "2"], dest, env)
+    # The workers DVC starts keep the streams of `dvc queue start` open until they exit: captured, the
+    # call would wait for the whole queue. Not captured, it returns at once and the status is polled.
+    started = subprocess.run(
+        ["dvc", "queue", "start", "-j", "2"],
+        cwd=dest,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert started.returncode == 0
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], dest, env).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(3)
+    logs = "".join(
+        f"\n--- {log.name}\n{log.read_text()[-3000:]}"
+        for log in (dest / ".dvc" / "tmp" / "exps" / "celery").rglob("*.out")
+    )
     run(["dvc", "queue", "stop", "--kill"], dest, env, check=False)
-    assert "Success" in status and "Failed" not in status, status
+    assert "Success" in status and "Failed" not in status, status + logs
 
     new = runs(dest)[before:]
     assert sorted(r.data.params["train.lr"] for r in new) == ["0.02", "0.3"]
