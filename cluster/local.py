@@ -34,6 +34,8 @@ BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 RAY_CPUS_PER_NODE = 1
 START_TIMEOUT_S = 120
+# Ray's switch that keeps a client's own address at 127.0.0.1 (cluster/ray_node.py does it for the nodes).
+RAY_CLIENT_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class ClusterError(Exception):
@@ -151,25 +153,24 @@ def start_mlflow(state: dict, database: str) -> str:
 
 
 def start_ray(state: dict, tracking_uri: str) -> str:
-    """A head node and a worker node, each `ray start --block` (so stopping its pid stops the node).
-
-    Given 127.0.0.1, Ray 2.60 advertises the machine's own address instead and its processes listen
-    on every interface (only its macOS/Windows mode keeps to the loopback, and that mode refuses a
-    second node): on a shared network, keep the Ray ports behind a firewall (docs/scaling.md)."""
+    """A head node and a worker node, each `ray start --block` (so stopping its pid stops the node),
+    through cluster/ray_node.py, which keeps their address, and so what they listen on, at 127.0.0.1."""
     port = free_port()
     address = f"{HOST}:{port}"
-    # Ray's own processes (and the workers that run jobs) get the cluster's tracking server.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "RAY_USAGE_STATS_ENABLED": "0"}
-    ray = str(BIN / "ray")
+    # Ray's own processes (and the workers that run jobs) get the cluster's tracking server; not the
+    # clients' switch, with which a worker node refuses to start (a shell that sourced .cluster.env has it).
+    env = {key: value for key, value in os.environ.items() if key not in RAY_CLIENT_ENV}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, RAY_USAGE_STATS_ENABLED="0")
+    ray = [str(BIN / "python"), str(Path(__file__).with_name("ray_node.py"))]
     common = ["--node-ip-address", HOST, "--num-cpus", str(RAY_CPUS_PER_NODE), "--block", "--disable-usage-stats"]
     head = spawn(
-        [ray, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
+        [*ray, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
         STATE_DIR / "ray-head.log",
         env,
     )
     state["ray_head"] = {"pid": head.pid, "port": port}
     wait_until(lambda: ray_nodes(address) >= 1, "the Ray head node", STATE_DIR / "ray-head.log", head)
-    worker = spawn([ray, "start", "--address", address, *common], STATE_DIR / "ray-worker.log", env)
+    worker = spawn([*ray, "start", "--address", address, *common], STATE_DIR / "ray-worker.log", env)
     state["ray_worker"] = {"pid": worker.pid}
     wait_until(lambda: ray_nodes(address) >= 2, "the Ray worker node", STATE_DIR / "ray-worker.log", worker)
     return address
@@ -181,7 +182,13 @@ def ray_nodes(address: str) -> int:
         f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
     )
     try:
-        done = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(BIN / "python"), "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **RAY_CLIENT_ENV},
+        )
     except subprocess.TimeoutExpired:
         return 0
     return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
@@ -206,7 +213,9 @@ def up() -> None:
     ENV_FILE.write_text(
         "# Written by `make cluster-up`; `source .cluster.env` to use the cluster, `make cluster-down` to stop it.\n"
         f"export RAY_ADDRESS={address}\n"
-        f"export MLFLOW_TRACKING_URI={tracking}\n"
+        "# Ray clients keep 127.0.0.1 as it is (Ray would swap in the machine's address; cluster/ray_node.py)\n"
+        + "".join(f"export {key}={value}\n" for key, value in RAY_CLIENT_ENV.items())
+        + f"export MLFLOW_TRACKING_URI={tracking}\n"
         f"export MNIST_NP_OPTUNA_STORAGE={database}/optuna\n"
     )
     print(f"PostgreSQL     {database} (databases mlflow, optuna)")

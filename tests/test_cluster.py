@@ -5,6 +5,8 @@ Checked through the server's REST API and the database itself."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -166,12 +168,15 @@ def test_sixteen_runs_logged_at_once_all_arrive(cluster, tmp_path):
         assert result[store]["metric_values"] == 16 * 30 * 5 and result[store]["metric_writes_per_s"] > 0
 
 
-def test_cluster_down_leaves_nothing_running(cluster):
-    env, _, base = cluster
-    state = json.loads((base / "state" / "state.json").read_text())
-    run(["make", "cluster-down", f"CLUSTER_ARGS=--dir {base / 'state'} --env-file {base / 'cluster.env'}"], REPO, env)
-    started = {part["pid"] for part in state.values()}
-    left = []
+def started_pids(base: Path) -> set[int]:
+    """The pids of the processes `up` started."""
+    return {part["pid"] for part in json.loads((base / "state" / "state.json").read_text()).values()}
+
+
+def cluster_processes(base: Path, started: set[int]) -> dict[int, str]:
+    """Pid -> command line of every live process of the cluster: those `up` started (`started`), what
+    they started (in their sessions), and anything else running from the cluster's folder."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -182,6 +187,52 @@ def test_cluster_down_leaves_nothing_running(cluster):
             continue
         session, zombie = int(stat[3]), stat[0] == "Z"
         if not zombie and (int(proc.name) in started or session in started or str(base) in cmdline):
-            left.append(f"{proc.name}: {cmdline[:120]}")
+            found[int(proc.name)] = cmdline
+    return found
+
+
+def listening_addresses(pids: set[int]) -> dict[str, int]:
+    """'address:port' -> pid for each TCP socket the processes `pids` listen on (from /proc)."""
+    sockets = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                hex_address, hex_port = fields[1].split(":")
+                raw = bytes.fromhex(hex_address)  # the kernel's words, each in host (little-endian) order
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                sockets[fields[9]] = f"{ipaddress.ip_address(words)}:{int(hex_port, 16)}"
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    inode = os.readlink(fd).removeprefix("socket:[").removesuffix("]")
+                    if inode in sockets:
+                        found[sockets[inode]] = pid
+    return found
+
+
+def loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.rsplit(":", 1)[0])
+    return ip.is_loopback or bool(ip.version == 6 and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback)
+
+
+def test_every_cluster_process_listens_on_the_loopback_only(cluster):
+    _, _, base = cluster
+    processes = cluster_processes(base, started_pids(base))
+    addresses = listening_addresses(set(processes))
+    names = {processes[pid].split()[0].rsplit("/", 1)[-1] for pid in addresses.values()}
+    assert {"gcs_server", "raylet", "postgres"} <= names, names  # the check sees the cluster's servers
+    outside = {address: processes[pid][:100] for address, pid in addresses.items() if not loopback(address)}
+    assert not outside, outside
+
+
+def test_cluster_down_leaves_nothing_running(cluster):
+    env, _, base = cluster
+    started = started_pids(base)
+    assert cluster_processes(base, started)
+    run(["make", "cluster-down", f"CLUSTER_ARGS=--dir {base / 'state'} --env-file {base / 'cluster.env'}"], REPO, env)
+    left = [f"{pid}: {cmdline[:120]}" for pid, cmdline in cluster_processes(base, started).items()]
     assert not left, left
     assert not (base / "cluster.env").exists() and not (base / "state" / "state.json").exists()
