@@ -15,6 +15,8 @@ path: finished epochs are flushed to MLflow, the run ends KILLED, half-written f
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import logging
 import os
 import signal
@@ -102,6 +104,11 @@ def quiet_mlflow() -> None:
 
 def run(main: Callable[[], object]) -> None:
     """Run an entry point's main(); foreseeable failures become one line and a distinct exit status."""
+    # Last thing at exit, after every other exit handler: the interpreter's final garbage collections
+    # then skip what exists by now (MLflow, SQLAlchemy and matplotlib leave millions of objects),
+    # which took 0.5-1 s of every command's exit. Nothing is skipped that holds data: handlers have
+    # flushed and closed files and runs before this.
+    atexit.register(gc.freeze)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_mlflow()
     stop_on_sigterm()
