@@ -2,7 +2,9 @@
 stage imports, test modules that never import each other."""
 
 import ast
+import json
 import modulefinder
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO
+from helpers import REPO, clean_env
 
 SRC = REPO / "src"
 PACKAGE = SRC / "mnist_np"
@@ -126,3 +128,30 @@ def test_help_answers_without_loading_mlflow(script):
     )
     assert "usage" in done.stdout.lower() or "Examples" in done.stdout, done.stdout + done.stderr
     assert done.stderr.strip().endswith("mlflow not loaded"), done.stderr
+
+
+def test_the_committed_dvc_lock_was_recorded_from_this_code_and_these_params(tmp_path):
+    # A stage's code or params changed without `make run` afterwards: a fresh clone's `dvc repro`
+    # would rerun that stage (and its weights might differ). `dvc status` in a copy of what git would
+    # commit, without any data: every dep that is there must hash as dvc.lock says.
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tmp_path / name)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    done = subprocess.run(
+        ["dvc", "status", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env()
+    )
+    assert done.returncode == 0, done.stderr
+    # Without data, DVC reports data deps "deleted"; code, conf and params.yaml are there to compare.
+    stale = {
+        stage: {dep: state for dep, state in entry["changed deps"].items() if state != "deleted"}
+        for stage, entries in json.loads(done.stdout).items()
+        for entry in entries
+        if isinstance(entry, dict) and "changed deps" in entry
+    }
+    stale = {stage: deps for stage, deps in stale.items() if deps}
+    assert not stale, f"dvc.lock is stale (run `make run` and commit dvc.lock): {stale}"
