@@ -4,7 +4,6 @@ stage imports, test modules that never import each other."""
 import ast
 import json
 import modulefinder
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, clean_env
+from helpers import REPO, clean_env, copy_checkout
 
 SRC = REPO / "src"
 PACKAGE = SRC / "mnist_np"
@@ -134,13 +133,7 @@ def test_the_committed_dvc_lock_was_recorded_from_this_code_and_these_params(tmp
     # A stage's code or params changed without `make run` afterwards: a fresh clone's `dvc repro`
     # would rerun that stage (and its weights might differ). `dvc status` in a copy of what git would
     # commit, without any data: every dep that is there must hash as dvc.lock says.
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, tmp_path / name)
+    copy_checkout(tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     done = subprocess.run(
         ["dvc", "status", "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=clean_env()

@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from helpers import REPO, Watched, clean_env, run, wait_for
+from helpers import Watched, clean_env, copy_checkout, run, wait_for
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -32,13 +32,7 @@ def project(tmp_path_factory, mnist_mirror):
     """A git repository holding what this checkout would commit, with training shrunk to EPOCHS,
     after its first `dvc repro`: (directory, environment, that repro's output and error streams)."""
     dest = tmp_path_factory.mktemp("e2e") / "repo"
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
+    copy_checkout(dest)
     for generated in ("dvc.lock", "reports"):  # start from nothing, as a fresh clone before its first run
         shutil.rmtree(dest / generated, ignore_errors=True) if (dest / generated).is_dir() else (
             dest / generated
