@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 
 import numpy as np
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -117,6 +119,21 @@ def test_augmented_training_is_bit_identical_across_runs_and_off_means_untouched
         assert np.array_equal(first[key], second[key]), key
         assert np.array_equal(plain[key], identity[key]), key  # distortions of zero change no step
     assert not np.array_equal(plain["W1"], first["W1"])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores to move between")
+def test_the_distorting_process_follows_the_trainers_share_of_the_cores():
+    allowed = os.sched_getaffinity(0)
+    images = digits(8)
+    with augment.Worker(images, ON, 0.0, np.random.default_rng(0), 4) as worker:
+        (child,) = psutil.Process().children()
+        try:
+            for cores in ({min(allowed)}, {max(allowed)}, allowed):  # as cores.Share pins the trainer
+                os.sched_setaffinity(0, cores)
+                next(iter(worker([np.arange(4)])))
+                assert child.cpu_affinity() == sorted(cores)
+        finally:
+            os.sched_setaffinity(0, allowed)
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,11 @@ images back unchanged.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import mmap
 import multiprocessing
+import os
 import signal
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -242,6 +244,10 @@ def _start_worker() -> None:
 
 
 def _distort_into(slot: int, index: np.ndarray, seed: int) -> None:
+    # On the trainer's cores as they are now: its share changes as jobs beside it start and end
+    # (cores.Share), and this process, forked once, would keep the cores it was forked with.
+    with contextlib.suppress(OSError):  # the trainer gone: the pool is being shut down
+        os.sched_setaffinity(0, os.sched_getaffinity(os.getppid()))
     rows = _slots[slot, : len(index)]
     _images.take(index, axis=0, out=rows, mode="clip")  # indices from a permutation: no bounds check needed
     _distorter.rng = np.random.default_rng(seed)
