@@ -118,3 +118,31 @@ def test_a_selection_refuses_sweeps_and_bad_overrides_in_one_line():
         config.selection_yaml(REPO / "conf", ["train.lr=0.1,0.2"])
     with pytest.raises(ConfigError, match="Could not override 'nonexistent'"):
         config.compose(REPO / "conf", ["nonexistent=1"])
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        ["train.lr=0.01,0.1,0.5", "train.batch_size=32,64", "model.hidden_size=10,256", "train.epochs=1"],
+        ["+experiment=best", "train.lr=0.01,0.1", "train.seed=range(0,3)"],
+        ["model=mlp", "train.lr=0.05,0.1", "data.val_size=100,200"],
+    ],
+)
+def test_a_sweeps_check_sets_values_exactly_as_hydra_composes_them(task):
+    """The sweep's check composes the first combination and sets the others' values itself: each
+    config must be the one Hydra composes for that combination."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from mnist_np.experiments.sweep import _combinations, _with_values
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        combinations = _combinations(task, {})
+        base = compose(config_name="selection", overrides=combinations[0])
+        for overrides in combinations:
+            fast = _with_values(base, combinations[0], overrides)
+            composed = compose(config_name="selection", overrides=overrides)
+            assert OmegaConf.to_container(fast, resolve=True) == OmegaConf.to_container(composed, resolve=True)
+        # What only Hydra can do (a group, an added or removed key) is left to it.
+        for other in (["model=mlp"], ["+train.extra=1"], ["~train.seed"]):
+            assert _with_values(base, ["train.lr=0.01"], other) is None

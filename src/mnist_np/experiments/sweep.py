@@ -15,6 +15,7 @@ goes on with the others; the sweep then exits with status 3.
 from __future__ import annotations
 
 import atexit
+import copy
 import gc
 import itertools
 import logging
@@ -31,11 +32,12 @@ from typing import Any
 import mlflow
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .. import cli, config
 from ..data import splits
@@ -134,14 +136,35 @@ def _combinations(task_overrides: list[str], search_space: dict[str, str]) -> li
     return [list(combination) for combination in itertools.product(*candidates)]
 
 
+def _with_values(base: DictConfig, first: list[str], overrides: list[str]) -> DictConfig | None:
+    """The config composed from `overrides`, made from `base` (composed from `first`) by setting the
+    values that differ the way Hydra sets a plain `key=value`: composing again reads every config
+    file (~50 ms, ~1.3 s of a 27-job grid's start). None when a differing override is anything else
+    (a config group, +key, ++key, ~key, a key that is missing or null in `base`): that needs Hydra."""
+    changed = [override for override, was in zip(overrides, first) if override != was]
+    cfg = copy.deepcopy(base)
+    for override in OverridesParser.create().parse_overrides(changed):
+        if override.is_add() or override.is_force_add() or override.is_delete() or override.package is not None:
+            return None
+        current = OmegaConf.select(cfg, override.key_or_group, default=None, throw_on_missing=False)
+        if current is None or isinstance(current, (DictConfig, ListConfig)):
+            return None
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+    return cfg
+
+
 def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     """Check every combination the sweep will launch; return the first, validated."""
     params = hydra_cfg.sweeper.get("params")  # Optuna's search space; None for the basic sweeper
     space = OmegaConf.to_container(params, resolve=False) if params else {}
     fetch_processed(root)
     first = None
-    for overrides in _combinations(list(hydra_cfg.overrides.task), space):
-        cfg = _validated(compose(config_name=hydra_cfg.job.config_name, overrides=overrides))
+    combinations = _combinations(list(hydra_cfg.overrides.task), space)
+    name = hydra_cfg.job.config_name
+    base = compose(config_name=name, overrides=combinations[0])
+    for overrides in combinations:
+        composed = _with_values(base, combinations[0], overrides)
+        cfg = _validated(composed if composed is not None else compose(config_name=name, overrides=overrides))
         _, stats = _processed_dir(root, cfg)
         # A job checks the data it loads itself.
         loop.check_feasible(cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
