@@ -69,6 +69,7 @@ def check_grid_sweep(env: dict) -> None:
     assert all(c.startswith("784-") and "SGD lr" in c for c in children["tags.mlflow.note.content"])
     assert "params.data.mirrors" not in children and "params.data.files.train_images.sha256" not in children
     assert "train.lr=0.05,0.2" in parent["params.sweep.overrides"]
+    assert parent["params.sweep.sweeper"] == "hydra_plugins.mnist_np_sweepers.GridSweeper"  # the default
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for run_id in children["run_id"]:
         artifacts = {a.path for a in client.list_artifacts(run_id, "weights")}
@@ -138,6 +139,8 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
             "model.hidden_size=0 is invalid",
         ),
         (["train.batch_size=16,500"], "train.batch_size=500 is larger than the 100 training images"),
+        (["train.lr=0.1,0.2", "nonexistent.key=1,2"], "Could not override 'nonexistent.key'"),
+        (["model=mlp,nonexistent"], "Could not find 'model/nonexistent'"),
         (
             [
                 "hydra/sweeper=mnist_optuna",

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
@@ -186,16 +186,26 @@ def compose(
     conf_dir: str | os.PathLike = "conf", overrides: Sequence[str] = (), name: str = SELECTION
 ) -> dict[str, Any]:
     """Compose `conf/<name>.yaml` with Hydra, as DVC does for `dvc exp run`, into a plain dict."""
-    from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import HydraException
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
-        try:
-            cfg = hydra_compose(config_name=name, overrides=list(overrides))
-        except HydraException as exc:  # a bad override: Hydra's message, first line, names it
-            raise ConfigError(f"{str(exc).splitlines()[0]} ({' '.join(overrides)})") from exc
+        cfg = compose_node(name, overrides)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def compose_node(name: str, overrides: Sequence[str]) -> DictConfig:
+    """Hydra's composition of `name` with `overrides`, Hydra being initialised; a bad override (an
+    unknown key or config) is a ConfigError naming it."""
+    from hydra import compose as hydra_compose
+    from hydra.errors import HydraException
+
+    try:
+        return hydra_compose(config_name=name, overrides=list(overrides))
+    except HydraException as exc:  # Hydra's message, first line, names it
+        raise ConfigError(
+            f"{str(exc).splitlines()[0]} ({' '.join(overrides)}); the keys and configs there are: "
+            "python pipelines/sweep.py --help"
+        ) from exc
 
 
 def flatten(cfg: Config) -> dict[str, Any]:

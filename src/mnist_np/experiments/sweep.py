@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -161,10 +160,10 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     first = None
     combinations = _combinations(list(hydra_cfg.overrides.task), space)
     name = hydra_cfg.job.config_name
-    base = compose(config_name=name, overrides=combinations[0])
+    base = config.compose_node(name, combinations[0])
     for overrides in combinations:
-        composed = _with_values(base, combinations[0], overrides)
-        cfg = _validated(composed if composed is not None else compose(config_name=name, overrides=overrides))
+        quick = _with_values(base, combinations[0], overrides)
+        cfg = _validated(quick if quick is not None else config.compose_node(name, overrides))
         _, stats = _processed_dir(root, cfg)
         # A job checks the data it loads itself.
         loop.check_feasible(cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
