@@ -7,10 +7,13 @@
 Needs the prepared data: run `dvc repro normalize` first. Outputs go under multirun/.
 """
 
+import os
+
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from mnist_np import cli
+from mnist_np import cli, config
 
 
 @hydra.main(config_path="../conf", config_name="selection", version_base="1.3")
@@ -21,8 +24,13 @@ def main(cfg: DictConfig) -> float:
 
 
 def run_sweep() -> None:
+    # Hydra's own errors (an unknown key or config, a bad override) reach us instead of being printed
+    # by Hydra over several lines, to be said in one; other failures keep their full traceback.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         main()
+    except HydraException as exc:
+        raise config.composition_error(exc) from exc
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's parent ends KILLED, not FAILED
         from mnist_np.experiments import sweep
 

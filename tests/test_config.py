@@ -120,6 +120,16 @@ def test_a_selection_refuses_sweeps_and_bad_overrides_in_one_line():
         config.compose(REPO / "conf", ["nonexistent=1"])
 
 
+def test_hydras_composition_errors_become_one_line_naming_the_override_and_the_options():
+    with pytest.raises(ConfigError) as missing:
+        config.compose(REPO / "conf", ["model=nope"])
+    assert "Could not find 'model/nope' (model=nope); there are: mlp; every key and config:" in str(missing.value)
+    with pytest.raises(ConfigError) as unreadable:
+        config.compose(REPO / "conf", ["train.lr=0.1,,"])
+    assert str(unreadable.value).startswith("cannot read the override 'train.lr=0.1,,': mismatched input")
+    assert "\n" not in str(missing.value) + str(unreadable.value)
+
+
 @pytest.mark.parametrize(
     "task",
     [

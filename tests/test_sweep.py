@@ -160,6 +160,33 @@ def test_every_combination_is_checked_before_the_first_job(workdir, overrides, n
     assert not list((work / "multirun").glob("*/model.npz"))
 
 
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        (["model=nope"], "error: In 'config': Could not find 'model/nope'; there are: mlp;"),
+        (
+            ["-m", "hydra/launcher=nope", "train.lr=0.1,0.2"],
+            "error: In 'hydra/config': Could not find 'hydra/launcher/nope'; there are: basic,",
+        ),
+        (["-m", "train.lr=0.1,,"], "error: cannot read the override 'train.lr=0.1,,'"),
+    ],
+)
+def test_hydras_own_errors_are_one_line_too(workdir, arguments, named):
+    """What Hydra rejects before any of our code runs (a single job's overrides, the launcher, the
+    override grammar) reads like every other error: one line, exit 2, no run opened."""
+    work, env = workdir
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "sweep.py"), *arguments],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and done.stderr.startswith(named) and done.stderr.count("\n") == 1, done.stderr
+    assert runs_in(env).empty
+
+
 def test_data_settings_other_than_the_prepared_data_are_refused(workdir):
     work, env = workdir
     done = sweep(work, env, "data.standardize=true", check=False)

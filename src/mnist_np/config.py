@@ -201,11 +201,29 @@ def compose_node(name: str, overrides: Sequence[str]) -> DictConfig:
 
     try:
         return hydra_compose(config_name=name, overrides=list(overrides))
-    except HydraException as exc:  # Hydra's message, first line, names it
-        raise ConfigError(
-            f"{str(exc).splitlines()[0]} ({' '.join(overrides)}); the keys and configs there are: "
-            "python pipelines/sweep.py --help"
-        ) from exc
+    except HydraException as exc:
+        raise composition_error(exc, overrides) from exc
+
+
+def composition_error(exc: Exception, overrides: Sequence[str] = ()) -> ConfigError:
+    """Hydra's message about a bad override or config as one line: its first line (which names the
+    key or config), the options Hydra lists for a missing config, and where to look."""
+    first, *rest = str(exc).splitlines() or [type(exc).__name__]
+    first = first.rstrip(".")
+    if getattr(exc, "override", None):  # an override Hydra cannot parse: its message does not name it
+        first = f"cannot read the override {exc.override!r}: {first}"
+    listed = next((i for i, line in enumerate(rest) if line.startswith("Available options in")), None)
+    options = []
+    for line in rest[listed + 1 :] if listed is not None else []:
+        if not line.startswith("\t"):
+            break
+        options.append(line.strip())
+    return ConfigError(
+        first
+        + (f" ({' '.join(overrides)})" if overrides else "")
+        + (f"; there are: {', '.join(options)}" if options else "")
+        + "; every key and config: python pipelines/sweep.py --help"
+    )
 
 
 def flatten(cfg: Config) -> dict[str, Any]:
