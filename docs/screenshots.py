@@ -16,10 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -38,34 +34,13 @@ def chromium() -> str | None:
 @contextmanager
 def ui_server(tracking_uri: str):
     """The base URL of an MLflow UI for the store: the server itself, or one started here."""
+    from mnist_np.tracking import store
+
     if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
         yield tracking_uri.rstrip("/")
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mlflow = str(Path(sys.executable).parent / "mlflow")
-    cmd = [mlflow, "server", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1", "--port", str(port)]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([*cmd, "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(f"{base}/health", timeout=2).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.seek(0)
-                        raise SystemExit(
-                            f"error: mlflow server did not start:\n{log.read().decode()[-2000:]}"
-                        ) from None
-                    time.sleep(0.5)
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with store.local_server(tracking_uri) as base:
+        yield base
 
 
 def capture(base: str, experiment_id: str, runs: dict[str, str], out: Path, browser_path: str) -> list[Path]:

@@ -4,55 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from helpers import REPO, SOURCE, api, free_port, run, sweep
+from helpers import REPO, SOURCE, api, run, sweep
 from mnist_np.data import splits
+from mnist_np.tracking import store
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def server(tmp_path):
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "server-artifacts"),
-        "--workers",
-        "1",
-    ]
-    with open(tmp_path / "server.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_text = (tmp_path / "server.log").read_text()
-                    raise AssertionError("mlflow server did not start:\n" + log_text) from exc
-                time.sleep(0.5)
+    backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "server-artifacts")
+    with store.local_server(backend, "--artifacts-destination", artifacts) as url:
         yield url
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):

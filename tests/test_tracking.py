@@ -4,13 +4,14 @@ also when a stage fails after training; git tags."""
 import subprocess
 
 import mlflow
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from helpers import SOURCE
 from mnist_np.data import splits
-from mnist_np.errors import DataError
+from mnist_np.errors import DataError, UserError
 from mnist_np.experiments import stages
 from mnist_np.tracking import runs, store
 
@@ -80,3 +81,15 @@ def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mni
         stages.train(cfg, data, tmp_path, tmp_path / "training.csv", progress=False)
     assert [step for step, _ in history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_a_local_server_that_cannot_start_says_why_and_leaves_nothing_running():
+    """store.local_server (the screenshots' and the server tests' MLflow server) with a store MLflow
+    refuses: a UserError carrying the server's own reason, and no server process left."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with (
+        pytest.raises(UserError, match="mlflow server did not start:(.|\n)*nonsense://x"),
+        store.local_server("nonsense://x"),
+    ):
+        pass
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
