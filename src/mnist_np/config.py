@@ -7,6 +7,7 @@ before any work starts, so a typo, a missing key or a bad value fails fast namin
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -212,12 +213,9 @@ def composition_error(exc: Exception, overrides: Sequence[str] = ()) -> ConfigEr
     first = first.rstrip(".")
     if getattr(exc, "override", None):  # an override Hydra cannot parse: its message does not name it
         first = f"cannot read the override {exc.override!r}: {first}"
-    listed = next((i for i, line in enumerate(rest) if line.startswith("Available options in")), None)
-    options = []
-    for line in rest[listed + 1 :] if listed is not None else []:
-        if not line.startswith("\t"):
-            break
-        options.append(line.strip())
+    listing = itertools.dropwhile(lambda line: not line.startswith("Available options in"), rest)
+    next(listing, None)  # the heading; the options follow it, one per tab-indented line
+    options = [line.strip() for line in itertools.takewhile(lambda line: line.startswith("\t"), listing)]
     return ConfigError(
         first
         + (f" ({' '.join(overrides)})" if overrides else "")
