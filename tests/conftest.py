@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# isort: off
+import mnist_np  # noqa: F401  (first: it sets up the portable numerics before anything loads NumPy)
+
+# isort: on
 import mlflow
 import pytest
 

@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
-from mnist_np import config
+from mnist_np import config, numerics
 from mnist_np.data.idx import write_idx
 from mnist_np.files import sha256_file
 
@@ -135,8 +135,16 @@ def copy_checkout(dest: Path) -> Path:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without MLflow or DVC settings, with the venv's bin first on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    """This environment as the user's shell had it (without MLflow or DVC settings, without the
+    numerics this process set up for itself), with the venv's bin first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", numerics.SAVED))}
+    env.pop(numerics.MODE_ENV, None)
+    for key in numerics.PORTABLE_ENV:
+        saved = os.environ.get(numerics.SAVED + key)
+        if saved:
+            env[key] = saved
+        elif saved is not None:
+            env.pop(key, None)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}
 

@@ -138,6 +138,27 @@ def test_forced_repro_reproduces_every_versioned_output_byte_for_byte(project):
     assert len(runs(dest)) == before + 1 and runs(dest)[-1].data.tags["git_dirty"] == "false"
 
 
+def test_a_fresh_clone_on_other_kernels_reproduces_every_committed_output(project, tmp_path):
+    # As a new user on another CPU: clone (no DVC cache, no data), `dvc repro` with other OpenBLAS
+    # kernels, threads and NumPy dispatch than the lock was recorded with. The portable numerics
+    # give the same weights, so DVC skips evaluate, and the new run takes the committed test scores.
+    dest, env, _ = project
+    run(["git", "add", "-A"], dest, env)
+    run(["git", "commit", "-qm", "outputs", "--allow-empty"], dest, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(dest), str(clone)], tmp_path, env)
+    other = {"OPENBLAS_CORETYPE": "Sandybridge", "OPENBLAS_NUM_THREADS": "2", "NPY_DISABLE_CPU_FEATURES": "X86_V4"}
+    out = run(["dvc", "repro"], clone, {**env, **other}).stdout
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" not in out
+    assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
+    (new,) = runs(clone)
+    committed = json.loads((clone / "reports" / "metrics.json").read_text())
+    assert {k: new.data.metrics[k] for k in committed} == committed
+    assert new.data.tags["numerics.mode"] == "portable" and "Haswell kernels, 1 thread" in new.data.tags[
+        "numerics.blas.scipy"
+    ]
+
+
 def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project):
     dest, env, _ = project
     env = {**env, "MNIST_MIRROR": "/nonexistent"}  # download must not rerun: it would fail

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .numerics import MODES as NUMERICS
 
 INIT_SCHEMES = ("uniform", "he", "glorot")
 DTYPES = ("float32", "float64")
@@ -119,6 +120,7 @@ class TrainConfig:
     weight_decay: float
     early_stopping: int
     augment: AugmentConfig
+    numerics: str
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "train.lr", self.lr, "must be > 0")
@@ -129,6 +131,7 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
         _check(self.early_stopping >= 0, "train.early_stopping", self.early_stopping, "must be >= 0 (0 = off)")
+        _check(self.numerics in NUMERICS, "train.numerics", self.numerics, f"must be one of {NUMERICS}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ params reproduce them byte for byte.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-from .. import config
+from .. import config, numerics
 from ..data import splits
 from ..errors import DataError
 from ..files import atomic_path, sha256_file, write_json
@@ -89,7 +90,9 @@ class TrainingData:
 
 def load_training_data(cfg: config.Config, processed_dir: str | Path) -> TrainingData:
     """Everything training reads from disk, checked, so that bad data or settings that cannot work
-    on it fail with one line before an MLflow run exists."""
+    on it fail with one line before an MLflow run exists. First the numerics the configuration asks
+    for: a command started with the other mode runs itself again here."""
+    numerics.require(cfg.train.numerics)
     processed_dir = Path(processed_dir)
     checksums = data_checksums(processed_dir)
     data = TrainingData(
@@ -110,6 +113,7 @@ def train(
     weights_path = Path(out_dir) / WEIGHTS_FILE
     mlflow.log_params(config.flatten(cfg))
     mlflow.set_tag(MLFLOW_RUN_NOTE, description(cfg))
+    mlflow.set_tags(numerics.describe())  # the CPU, BLAS kernels, threads and versions behind the numbers
     for split, name, context in ((data.train, "train", "training"), (data.val, "val", "validation")):
         runs.log_dataset(
             split.x,
@@ -171,10 +175,17 @@ def train(
 
 
 def evaluate(
-    params: reference.Params, test: splits.Split, reports_dir: str | Path, log_metrics: bool = True
+    params: reference.Params,
+    test: splits.Split,
+    reports_dir: str | Path,
+    logged: dict[str, float] | None = None,
+    scored: dict[str, str] | None = None,
 ) -> dict[str, float]:
     """Score the weights on the test split; write the reports and log them into the active MLflow
-    run (the metrics only when `log_metrics`, so that scoring a run again adds no duplicate points)."""
+    run: the metrics whose values differ from those `logged` there already, so that scoring a run
+    again adds no duplicate points. `scored` (the SHA-256 of the weights and of the test split) goes
+    into the classification report, so that a later train stage can tell that these reports belong
+    to the weights it wrote (earlier_test_metrics)."""
     reports_dir = Path(reports_dir)
     loss, accuracy, predicted = metrics.evaluate(params, test.x.astype(params["W1"].dtype, copy=False), test.y)
     confusion = metrics.confusion_matrix(test.y, predicted)
@@ -191,13 +202,15 @@ def evaluate(
             "per_class": classes,
             "confusion_matrix": confusion.tolist(),
             "confusion_axes": "rows = actual, columns = predicted",
+            **({"scored": scored} if scored else {}),
         },
     )
     # One row per test image: the form `dvc plots` needs for its confusion template.
     with atomic_path(reports_dir / PREDICTIONS_FILE) as tmp:
         pd.DataFrame({"actual": test.y, "predicted": predicted}).to_csv(tmp, index=False)
-    if log_metrics:
-        mlflow.log_metrics(summary)
+    changed = {k: v for k, v in summary.items() if (logged or {}).get(k) != v}
+    if changed:
+        mlflow.log_metrics(changed)
     name = mlflow.active_run().info.run_name
     mlflow.log_figure(plots.confusion_heatmap(confusion, name), "plots/confusion_matrix.png")
     mlflow.log_figure(plots.misclassified_grid(test.x, test.y, predicted, run=name), "plots/misclassified.png")
@@ -206,8 +219,27 @@ def evaluate(
     return summary
 
 
+def test_checksum(processed_dir: Path) -> str:
+    return splits.load_stats(processed_dir)["processed_sha256"]["test.npz"]
+
+
+def earlier_test_metrics(reports_dir: Path, weights_sha256: str, test_sha256: str) -> dict[str, float]:
+    """The test metrics in `reports_dir` if the evaluate stage scored exactly these weights on exactly
+    this test split there, else {}. When retrained weights come out as the lock records them (a fresh
+    clone, a recovery), DVC skips evaluate; the train stage's run then takes these."""
+    try:
+        scored = json.loads((reports_dir / CLASSIFICATION_FILE).read_text()).get("scored")
+        summary = json.loads((reports_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if scored != {"weights_sha256": weights_sha256, "test_sha256": test_sha256}:
+        return {}
+    return {k: float(v) for k, v in summary.items()}
+
+
 def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> str:
-    """The train stage: one new MLflow run in the project store; returns its id."""
+    """The train stage: one new MLflow run in the project store; returns its id. Where the reports
+    already hold the test scores of the very weights it wrote, the run gets them too."""
     data = load_training_data(cfg, processed_dir)
     root = store.repo_root()
     experiment_id = store.setup(cfg.tracking.experiment, root)
@@ -217,6 +249,12 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
         runs.ended_on_failure(),
     ):
         fit = train(cfg, data, models_dir, reports_dir / HISTORY_FILE)
+        earlier = earlier_test_metrics(
+            reports_dir, sha256_file(models_dir / WEIGHTS_FILE), test_checksum(processed_dir)
+        )
+        if earlier:
+            mlflow.log_metrics(earlier)
+            mlflow.set_tag("test_metrics.from", f"{reports_dir / METRICS_FILE}: the same weights, scored before")
     log.info(
         "run %s: validation accuracy %.2f%% (epoch %d); %s",
         run.info.run_name,
@@ -229,6 +267,7 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
 
 def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> tuple[str, dict]:
     """The evaluate stage: score models/model.npz in the MLflow run that wrote it; returns (run id, metrics)."""
+    numerics.require(cfg.train.numerics)
     weights_path = models_dir / WEIGHTS_FILE
     params = weights.load(weights_path)
     test = splits.load(processed_dir, "test")
@@ -245,9 +284,9 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
             f"no run in MLflow experiment {cfg.tracking.experiment!r} at {mlflow.get_tracking_uri()} "
             f"wrote {weights_path}; train into this store again with `dvc repro --force train`"
         )
-    scored = "test_accuracy" in found[0].data.metrics  # evaluated before: same weights, same numbers
+    scored = {"weights_sha256": digest, "test_sha256": test_checksum(processed_dir)}
     with mlflow.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
-        summary = evaluate(params, test, reports_dir, log_metrics=not scored)
+        summary = evaluate(params, test, reports_dir, found[0].data.metrics, scored)
     log.info(
         "run %s: test accuracy %.2f%%, test loss %.4f; %s",
         run.info.run_name,

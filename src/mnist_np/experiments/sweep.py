@@ -38,9 +38,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .. import cli, config
+from .. import cli, config, numerics
 from ..data import splits
-from ..errors import DataError, UserError
+from ..errors import ConfigError, DataError, UserError
 from ..files import sha256_file
 from ..tracking import runs, store
 from ..training import cores, loop
@@ -153,7 +153,8 @@ def _with_values(base: DictConfig, first: list[str], overrides: list[str]) -> Di
 
 
 def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
-    """Check every combination the sweep will launch; return the first, validated."""
+    """Check every combination the sweep will launch; return the first, validated. The sweep process
+    takes the combinations' numerics (numerics.require) before any job starts, and its jobs inherit it."""
     params = hydra_cfg.sweeper.get("params")  # Optuna's search space; None for the basic sweeper
     space = OmegaConf.to_container(params, resolve=False) if params else {}
     fetch_processed(root)
@@ -168,6 +169,12 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
         # A job checks the data it loads itself.
         loop.check_feasible(cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
         first = first or cfg
+        if cfg.train.numerics != first.train.numerics:
+            raise ConfigError(
+                "train.numerics cannot change within a sweep (its jobs share the sweep's processes); "
+                "run one sweep per value"
+            )
+    numerics.require(first.train.numerics)
     return first
 
 

@@ -167,9 +167,10 @@ def switch_interval(seconds: float = 1e-3) -> Iterator[None]:
 SINGLE_BLAS_THREAD_BELOW = 128 * 128  # hidden units x batch size, see blas_threads
 
 
-def blas_threads(hidden: int, batch: int, share: int) -> int:
+def blas_threads(hidden: int, batch: int, share: int, numerics: str = "native") -> int:
     """BLAS threads for training `hidden` units on batches of `batch` on `share` cores: 1 for
-    small products, else the whole share.
+    small products or portable numerics (OpenBLAS sums differently on 1 and 2 threads), else the
+    whole share.
 
     The big products of a step are (batch x 784) by (784 x hidden), so their size goes with
     hidden x batch. Small ones gain nothing from a second core, and idle BLAS threads spin on
@@ -177,7 +178,7 @@ def blas_threads(hidden: int, batch: int, share: int) -> int:
     The threshold was measured on 2 cores (docs/performance.md). The share is this job's part of
     the machine while other training jobs run beside it (cores.Share).
     """
-    return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW else share
+    return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW or numerics == "portable" else share
 
 
 CHANCE_LOSS = float(np.log(reference.N_CLASSES))  # cross-entropy of a uniform guess
@@ -251,7 +252,7 @@ def fit(
     blas = ThreadpoolController()
 
     def threads() -> int:  # this job's cores while other training jobs run beside it
-        return blas_threads(model.hidden_size, train.batch_size, share.take())
+        return blas_threads(model.hidden_size, train.batch_size, share.take(), train.numerics)
 
     # The outer limit restores the BLAS thread counts when training ends.
     with (

@@ -1,0 +1,106 @@
+"""Same bits on every machine: the train and evaluate stages, run as processes under different
+simulated machines and loads, write byte-identical outputs with the portable numerics (the default),
+and different ones natively, so the check can fail.
+
+A simulated machine: another OpenBLAS kernel family forced (OPENBLAS_CORETYPE), more BLAS and
+OpenMP threads, NumPy's SIMD dispatch cut down (NPY_DISABLE_CPU_FEATURES), a fixed core count; a
+load: a second training job registering beside the run after its first epoch, which halves the
+run's share of the cores (training/cores.py) in the middle of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import REPO, SOURCE, Watched, clean_env, composed, project_config
+from mnist_np import numerics
+from mnist_np.data import splits
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not numerics.portable_possible(), reason="needs AVX2 and FMA")]
+
+SHORT = {  # each configuration's family, shortened for the suite
+    "default": ("train.epochs=2",),
+    "best": ("+experiment=best", "train.epochs=2", "model.hidden_size=256"),
+    "augmented": ("+experiment=augmented", "train.epochs=2", "model.hidden_size=256"),
+}
+# OpenBLAS kernels other than the portable Haswell ones that this CPU can run.
+OTHER_KERNEL = "SkylakeX" if "avx512f" in numerics.cpu_flags() else "Sandybridge"
+MACHINES = {
+    "plain": {},
+    "other kernels, more threads, less SIMD": {
+        "OPENBLAS_CORETYPE": OTHER_KERNEL,
+        "OPENBLAS_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": "2",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "MNIST_NP_CORES": "2",
+    },
+    "Sandybridge kernels, share halved mid-run": {"OPENBLAS_CORETYPE": "Sandybridge", "LOADED": "1"},
+}
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory, mnist_mirror) -> dict[bool, Path]:
+    """data/processed for plain and standardized inputs (the best configurations standardize)."""
+    out = {}
+    for standardize in (False, True):
+        cfg = project_config(f"data.standardize={str(standardize).lower()}")
+        out[standardize] = tmp_path_factory.mktemp(f"processed-{standardize}")
+        splits.save(out[standardize], *splits.prepare(mnist_mirror, cfg.data, SOURCE))
+    return out
+
+
+def run_stages(tmp: Path, processed: Path, overrides: tuple[str, ...], machine: dict[str, str]) -> dict[str, str]:
+    """Train and evaluate in processes of their own on `machine`; the SHA-256 of every output."""
+    params, out = tmp / "params.yaml", tmp / "out"
+    params.write_text(yaml.safe_dump(composed(*overrides)))
+    env = {k: v for k, v in clean_env().items() if k != "MNIST_NP_CORES"}  # the user's shell, then the machine
+    env |= {k: v for k, v in machine.items() if k != "LOADED"} | {"TMPDIR": str(tmp)}
+    args = ["--params", str(params), "--data", str(processed), "--models", str(out), "--reports", str(out)]
+    train = Watched([sys.executable, str(REPO / "pipelines" / "train.py"), *args], REPO, env)
+    if machine.get("LOADED"):  # a second job starts beside the run: its share of the cores halves
+        train.wait_for_line("epoch 1/", timeout=300)
+        with subprocess.Popen(["sleep", "600"]) as other:
+            (tmp / f"mnist-np-training-{os.getuid()}" / str(other.pid)).touch()
+            status, err = train.wait(timeout=600)
+            other.kill()
+    else:
+        status, err = train.wait(timeout=600)
+    assert status == 0, err
+    done = subprocess.run(
+        [sys.executable, str(REPO / "pipelines" / "evaluate.py"), *args], cwd=REPO, env=env, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
+
+
+@pytest.mark.parametrize("name", SHORT)
+def test_every_machine_and_load_gives_the_same_bits(name, processed, tmp_path):
+    overrides = SHORT[name]
+    data = processed[name != "default"]
+    outputs = {}
+    for i, (machine, env) in enumerate(MACHINES.items()):
+        (tmp_path / str(i)).mkdir()
+        outputs[machine] = run_stages(tmp_path / str(i), data, overrides, env)
+    assert set(outputs["plain"]) == {"model.npz", "training.csv", "training.json", *EVALUATE_OUTPUTS}
+    for machine, hashes in outputs.items():
+        assert hashes == outputs["plain"], f"{name} on '{machine}' differs from the plain run"
+
+
+EVALUATE_OUTPUTS = {"metrics.json", "classification.json", "predictions.csv"}
+
+
+def test_native_numerics_differ_between_kernels_so_the_check_can_fail(processed, tmp_path):
+    overrides = (*SHORT["best"], "train.numerics=native")
+    runs = []
+    for i, kernel in enumerate(("Haswell", "Sandybridge")):
+        (tmp_path / str(i)).mkdir()
+        runs.append(run_stages(tmp_path / str(i), processed[True], overrides, {"OPENBLAS_CORETYPE": kernel}))
+    assert runs[0]["model.npz"] != runs[1]["model.npz"]
+    assert runs[0]["training.csv"] != runs[1]["training.csv"]
