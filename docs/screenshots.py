@@ -34,12 +34,12 @@ def chromium() -> str | None:
 @contextmanager
 def ui_server(tracking_uri: str):
     """The base URL of an MLflow UI for the store: the server itself, or one started here."""
-    from mnist_np.tracking import store
+    from mnist_np.tracking import server
 
     if urllib.parse.urlparse(tracking_uri).scheme in ("http", "https"):
         yield tracking_uri.rstrip("/")
         return
-    with store.local_server(tracking_uri) as base:
+    with server.local_server(tracking_uri) as base:
         yield base
 
 

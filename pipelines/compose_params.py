@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from mnist_np import cli, config
+from mnist_np import cli, composition, config
 from mnist_np.errors import ConfigError
 from mnist_np.files import atomic_path
 
@@ -24,13 +24,13 @@ def main() -> None:
     parser.add_argument("--conf", default="conf", help="the Hydra config folder (default: conf)")
     parser.add_argument("--out", default="params.yaml", help="where to write the composition (default: params.yaml)")
     args = parser.parse_args()
-    conf, selection_path = Path(args.conf), Path(args.conf) / f"{config.SELECTION}.yaml"
-    composed = config.compose(conf, args.overrides, name="config")
+    conf, selection_path = Path(args.conf), Path(args.conf) / f"{composition.SELECTION}.yaml"
+    composed = composition.compose(conf, args.overrides, name="config")
     config.validate(composed)
     previous = selection_path.read_text() if selection_path.is_file() else None
     with atomic_path(selection_path) as tmp:
-        tmp.write_text(config.selection_yaml(conf, args.overrides))
-    if config.compose(conf) != composed:  # the recorded selection must mean exactly the overrides
+        tmp.write_text(composition.selection_yaml(conf, args.overrides))
+    if composition.compose(conf) != composed:  # the recorded selection must mean exactly the overrides
         if previous is not None:
             selection_path.write_text(previous)
         raise ConfigError(

@@ -13,7 +13,7 @@ import hydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from mnist_np import cli, config
+from mnist_np import cli, composition
 
 
 @hydra.main(config_path="../conf", config_name="selection", version_base="1.3")
@@ -30,7 +30,7 @@ def run_sweep() -> None:
     try:
         main()
     except HydraException as exc:
-        raise config.composition_error(exc) from exc
+        raise composition.composition_error(exc) from exc
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's parent ends KILLED, not FAILED
         from mnist_np.experiments import sweep
 

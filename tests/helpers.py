@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
-from mnist_np import config, numerics
+from mnist_np import composition, config, numerics
 from mnist_np.data.idx import write_idx
 from mnist_np.files import sha256_file
 
@@ -39,7 +39,7 @@ _COMPOSED: dict[tuple[str, ...], dict] = {}
 def composed(*overrides: str) -> dict:
     """conf/ composed with Hydra (as a fresh plain dict); each distinct composition is done once."""
     if overrides not in _COMPOSED:
-        _COMPOSED[overrides] = config.compose(REPO / "conf", overrides)
+        _COMPOSED[overrides] = composition.compose(REPO / "conf", overrides)
     return copy.deepcopy(_COMPOSED[overrides])
 
 

@@ -7,12 +7,12 @@ import pytest
 import yaml
 
 from helpers import REPO, composed, project_config
-from mnist_np import config
+from mnist_np import composition, config
 from mnist_np.errors import ConfigError
 
 
 def test_params_yaml_is_the_composition_of_conf():
-    composed = config.compose(REPO / "conf")
+    composed = composition.compose(REPO / "conf")
     committed = yaml.safe_load((REPO / "params.yaml").read_text())
     assert committed == composed, "params.yaml is stale: run `make params` after editing conf/"
 
@@ -109,23 +109,23 @@ def test_validated_config_is_typed():
 def test_a_recorded_selection_composes_exactly_like_its_overrides(tmp_path, overrides):
     conf = tmp_path / "conf"
     shutil.copytree(REPO / "conf", conf)
-    (conf / "selection.yaml").write_text(config.selection_yaml(conf, overrides))
-    assert config.compose(conf) == config.compose(conf, overrides, name="config")
+    (conf / "selection.yaml").write_text(composition.selection_yaml(conf, overrides))
+    assert composition.compose(conf) == composition.compose(conf, overrides, name="config")
 
 
 def test_a_selection_refuses_sweeps_and_bad_overrides_in_one_line():
     with pytest.raises(ConfigError, match="single values"):
-        config.selection_yaml(REPO / "conf", ["train.lr=0.1,0.2"])
+        composition.selection_yaml(REPO / "conf", ["train.lr=0.1,0.2"])
     with pytest.raises(ConfigError, match="Could not override 'nonexistent'"):
-        config.compose(REPO / "conf", ["nonexistent=1"])
+        composition.compose(REPO / "conf", ["nonexistent=1"])
 
 
 def test_hydras_composition_errors_become_one_line_naming_the_override_and_the_options():
     with pytest.raises(ConfigError) as missing:
-        config.compose(REPO / "conf", ["model=nope"])
+        composition.compose(REPO / "conf", ["model=nope"])
     assert "Could not find 'model/nope' (model=nope); there are: mlp; every key and config:" in str(missing.value)
     with pytest.raises(ConfigError) as unreadable:
-        config.compose(REPO / "conf", ["train.lr=0.1,,"])
+        composition.compose(REPO / "conf", ["train.lr=0.1,,"])
     assert str(unreadable.value).startswith("cannot read the override 'train.lr=0.1,,': mismatched input")
     assert "\n" not in str(missing.value) + str(unreadable.value)
 

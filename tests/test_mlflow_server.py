@@ -11,7 +11,7 @@ from PIL import Image
 
 from helpers import REPO, SOURCE, api, run, sweep
 from mnist_np.data import splits
-from mnist_np.tracking import store
+from mnist_np.tracking.server import local_server
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def server(tmp_path):
     backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "server-artifacts")
-    with store.local_server(backend, "--artifacts-destination", artifacts) as url:
+    with local_server(backend, "--artifacts-destination", artifacts) as url:
         yield url
 
 

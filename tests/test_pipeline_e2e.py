@@ -154,9 +154,10 @@ def test_a_fresh_clone_on_other_kernels_reproduces_every_committed_output(projec
     (new,) = runs(clone)
     committed = json.loads((clone / "reports" / "metrics.json").read_text())
     assert {k: new.data.metrics[k] for k in committed} == committed
-    assert new.data.tags["numerics.mode"] == "portable" and "Haswell kernels, 1 thread" in new.data.tags[
-        "numerics.blas.scipy"
-    ]
+    assert (
+        new.data.tags["numerics.mode"] == "portable"
+        and "Haswell kernels, 1 thread" in new.data.tags["numerics.blas.scipy"]
+    )
 
 
 def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project):

@@ -13,7 +13,7 @@ from helpers import SOURCE
 from mnist_np.data import splits
 from mnist_np.errors import DataError, UserError
 from mnist_np.experiments import stages
-from mnist_np.tracking import runs, store
+from mnist_np.tracking import runs, server, store
 
 
 def history(run_id: str, key: str) -> list[tuple[int, float]]:
@@ -84,12 +84,12 @@ def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mni
 
 
 def test_a_local_server_that_cannot_start_says_why_and_leaves_nothing_running():
-    """store.local_server (the screenshots' and the server tests' MLflow server) with a store MLflow
+    """server.local_server (the screenshots' and the server tests' MLflow server) with a store MLflow
     refuses: a UserError carrying the server's own reason, and no server process left."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with (
         pytest.raises(UserError, match="mlflow server did not start:(.|\n)*nonsense://x"),
-        store.local_server("nonsense://x"),
+        server.local_server("nonsense://x"),
     ):
         pass
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before

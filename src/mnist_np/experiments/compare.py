@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import UserError
-from . import RANK_METRIC, plots
+from . import RANK_METRIC, comparison_plots
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
 METRICS = (
@@ -134,7 +134,7 @@ def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[P
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     head = table.head(curves)
-    figure = plots.learning_curves(histories(list(head["run_id"]), list(head["run_name"])))
+    figure = comparison_plots.learning_curves(histories(list(head["run_id"]), list(head["run_name"])))
     figure.savefig(out_dir / "learning_curves.png", dpi=110)
     written.append(out_dir / "learning_curves.png")
     # Parameter columns are the dotted ones; plot those that vary and are numbers.
@@ -144,11 +144,13 @@ def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[P
     scored = table.dropna(subset=[RANK_METRIC])
     figures = {}
     if swept and len(scored):
-        figures["accuracy_vs_params.png"] = plots.accuracy_vs_params(scored, swept, RANK_METRIC)
+        figures["accuracy_vs_params.png"] = comparison_plots.accuracy_vs_params(scored, swept, RANK_METRIC)
     if len(swept) == 2 and len(scored):
-        figures["accuracy_heatmap.png"] = plots.accuracy_heatmap(scored, *swept, RANK_METRIC)
+        figures["accuracy_heatmap.png"] = comparison_plots.accuracy_heatmap(scored, *swept, RANK_METRIC)
     if scored["train_seconds"].notna().any():
-        figures["accuracy_vs_time.png"] = plots.accuracy_vs_time(scored.dropna(subset=["train_seconds"]), RANK_METRIC)
+        figures["accuracy_vs_time.png"] = comparison_plots.accuracy_vs_time(
+            scored.dropna(subset=["train_seconds"]), RANK_METRIC
+        )
     for name, figure in figures.items():
         figure.savefig(out_dir / name, dpi=110)
         written.append(out_dir / name)

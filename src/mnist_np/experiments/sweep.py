@@ -38,13 +38,13 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .. import cli, config, numerics
+from .. import cli, composition, config, numerics
 from ..data import splits
 from ..errors import ConfigError, DataError, UserError
 from ..files import sha256_file
 from ..tracking import runs, store
 from ..training import cores, loop
-from . import plots, search, stages
+from . import comparison_plots, search, stages
 from .compare import RANK_METRIC, SWEPT, varying_params
 
 log = logging.getLogger(__name__)
@@ -161,10 +161,10 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     first = None
     combinations = _combinations(list(hydra_cfg.overrides.task), space)
     name = hydra_cfg.job.config_name
-    base = config.compose_node(name, combinations[0])
+    base = composition.compose_node(name, combinations[0])
     for overrides in combinations:
         quick = _with_values(base, combinations[0], overrides)
-        cfg = _validated(quick if quick is not None else config.compose_node(name, overrides))
+        cfg = _validated(quick if quick is not None else composition.compose_node(name, overrides))
         _, stats = _processed_dir(root, cfg)
         # A job checks the data it loads itself.
         loop.check_feasible(cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
@@ -288,7 +288,9 @@ class SweepCallback(Callback):
             frame = finished.rename(
                 columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c
             )
-            client.log_figure(parent_id, plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png")
+            client.log_figure(
+                parent_id, comparison_plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png"
+            )
         experiment_id = client.get_run(parent_id).info.experiment_id
         client.set_tag(parent_id, MLFLOW_RUN_NOTE, describe(client.get_run(parent_id), ranked, swept, experiment_id))
         shown = ", ".join(f"{name}={best[f'params.{name}']}" for name in swept or SWEPT)

@@ -11,11 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -172,38 +168,3 @@ def run_link(experiment_id: str, run_id: str, uri: str | None = None) -> str:
     served = urllib.parse.urlparse(uri).scheme in ("http", "https")
     page = ui_page(uri if served else "http://127.0.0.1:5000", experiment_id, run_id)
     return page if served else f"{page} (start the UI with: mlflow ui --backend-store-uri {uri})"
-
-
-@contextlib.contextmanager
-def local_server(backend_store_uri: str, *options: str, timeout_s: float = 120) -> Iterator[str]:
-    """An `mlflow server` for `backend_store_uri` on a free 127.0.0.1 port with one worker (more
-    `options`: --artifacts-destination DIR, say): its URL once it answers, stopped on leaving. A
-    server that does not come up is a UserError ending with what it printed."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mlflow_cli = str(Path(sys.executable).parent / "mlflow")
-    cmd = [mlflow_cli, "server", "--backend-store-uri", backend_store_uri, "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([*cmd, "--workers", "1", *options], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while not server_answers(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise UserError(f"mlflow server did not start:\n{log.read().decode(errors='replace')[-3000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-def server_answers(url: str) -> bool:
-    """Whether the MLflow server at `url` answers its health check."""
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
