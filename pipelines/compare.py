@@ -3,6 +3,7 @@
 python pipelines/compare.py                         # every run, best validation accuracy first
 python pipelines/compare.py --sweep latest --top 5  # the newest Hydra sweep's children
 python pipelines/compare.py --sort test_loss --csv runs.csv --markdown runs.md
+python pipelines/compare.py --numerics --no-plots   # with what computed each run: CPU, BLAS kernels, mode
 """
 
 import argparse
@@ -29,13 +30,16 @@ def main() -> None:
         "--plots", type=Path, default=Path("comparison"), help="figure directory (default: comparison/)"
     )
     parser.add_argument("--no-plots", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--numerics", action="store_true", help="add what computed each run: mode, CPU, BLAS kernels, versions"
+    )
     args = parser.parse_args()
     from mnist_np.experiments import compare  # MLflow loads after the arguments: --help stays quick
     from mnist_np.tracking import store
 
     store.use_store()
     experiment = args.experiment or store.project_experiment()
-    table = compare.runs_table(experiment, args.sweep, args.top, args.sort)
+    table = compare.runs_table(experiment, args.sweep, args.top, args.sort, args.numerics)
     print(f"{compare.describe_selection(experiment, table)}, by {args.sort}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         print(table.drop(columns=["start_time"]).to_string(index=False))

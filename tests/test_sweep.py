@@ -242,7 +242,10 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
     assert f"the runs of sweep {parent['tags.mlflow.runName']!r} ({parent['run_id']})" in done.stdout
 
     by_loss = subprocess.run(
-        [sys.executable, COMPARE, "--experiment", "mnist", "--sort", "test_loss", "--csv", "loss.csv", "--no-plots"],
+        [
+            *(sys.executable, COMPARE, "--experiment", "mnist", "--sort", "test_loss"),
+            *("--csv", "loss.csv", "--no-plots", "--numerics"),
+        ],
         cwd=work,
         env=env,
         capture_output=True,
@@ -250,6 +253,10 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
         timeout=300,
     )
     assert by_loss.returncode == 0 and pd.read_csv(work / "loss.csv")["test_loss"].is_monotonic_increasing
+    # What computed each run (every job of this sweep: the portable numerics, Haswell kernels, one thread).
+    computed = pd.read_csv(work / "loss.csv")
+    assert set(computed["numerics.mode"]) == {"portable"} and computed["numerics.cpu"].notna().all()
+    assert computed["numerics.blas.scipy"].str.contains("Haswell kernels, 1 thread").all()
     bad = subprocess.run(
         [sys.executable, COMPARE, "--experiment", "mnist", "--sort", "nonsense", "--no-plots"],
         cwd=work,

@@ -65,13 +65,14 @@ def describe_selection(experiment: str, table: pd.DataFrame) -> str:
 
 
 def runs_table(
-    experiment: str, sweep: str | None = None, top: int | None = None, sort: str = RANK_METRIC
+    experiment: str, sweep: str | None = None, top: int | None = None, sort: str = RANK_METRIC, numerics: bool = False
 ) -> pd.DataFrame:
     """One row per training run (sweep parents left out): swept params and metrics, best first;
     `table.attrs["sweep"]` is the sweep's parent run id, if one was asked for.
 
     `sweep` is a parent run id or "latest"; `sort` is a metric or parameter name (losses sort
-    ascending, everything else descending).
+    ascending, everything else descending). `numerics`: also the tags that say what computed each
+    run (numerics.py: the mode, the CPU, the BLAS kernels and threads, the versions).
     """
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
@@ -102,6 +103,9 @@ def runs_table(
             table[name] = _numeric(runs[f"params.{name}"])
     for name in METRICS:
         table[name] = runs.get(f"metrics.{name}")
+    if numerics:
+        for column in sorted(c for c in runs.columns if c.startswith("tags.numerics.")):
+            table[column[len("tags.") :]] = runs[column]
     if "tags.failure" in runs:  # why a run FAILED (training diverged, say)
         table["failure"] = runs["tags.failure"]
     for name in ("epochs_run", "kept_epoch"):  # MLflow stores every metric as a float
