@@ -10,7 +10,8 @@ mini-batch SGD) on the real training split, in float32, with the same number of 
 threads, the same batch size and epochs, shuffling each epoch: ours, PyTorch (torch.nn), and
 scikit-learn's MLPClassifier (solver="sgd", one partial_fit per epoch). A run's time is its
 median epoch of the gradient-step loop alone (no validation pass); the sides take turns run by
-run, and each ratio reported is the median over `repeats` of the paired ratios.
+run, and each ratio reported is the median over `repeats` of the paired ratios. Ours runs with
+train.numerics=native, as the peers run; benchmarks/numerics.py measures the portable path's cost.
 The same pairing measures an epoch with train.augment on against a plain one (hidden 800).
 Also reported: the machine's float32 matrix-multiply throughput (GFLOP/s) and the fraction of it
 that training reaches; the peak resident memory of the real train stage at hidden 1024; and
@@ -67,6 +68,7 @@ def ours_epoch_seconds(x, y, hidden, batch, epochs, seed, augment: bool = False)
         early_stopping=0,
         dtype="float32",
         augment=dataclasses.replace(cfg.train.augment, enabled=augment),
+        numerics="native",  # as the peers: the CPU's own kernels, every thread (portable: benchmarks/numerics.py)
     )
     fit = loop.fit(x, y, x[:10], y[:10], model, train, progress=False)
     return [s.seconds for s in fit.history]
