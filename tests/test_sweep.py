@@ -45,10 +45,11 @@ def parent_and_children(env: dict) -> tuple[pd.Series, pd.DataFrame]:
     return parent, children
 
 
-def check_grid_sweep(env: dict) -> None:
+def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
     parent, children = parent_and_children(env)
     assert parent["status"] == "FINISHED" and len(children) == 4
     assert set(children["status"]) == {"FINISHED"}
+    assert set(children["tags.numerics.mode"]) == {numerics}  # the launcher's workers computed so
     grid = set(zip(children["params.train.lr"], children["params.model.hidden_size"]))
     assert grid == {("0.05", "8"), ("0.05", "12"), ("0.2", "8"), ("0.2", "12")}
     for metric in ("val_accuracy", "kept_val_accuracy", "test_accuracy", "test_loss", "train_loss"):
@@ -80,9 +81,10 @@ def check_grid_sweep(env: dict) -> None:
 
 
 def test_basic_launcher_grid_gives_one_parent_and_four_children(workdir):
+    # Native numerics: the sweep process, started portable, runs itself again natively before any run.
     work, env = workdir
-    sweep(work, env, "train.lr=0.05,0.2", "model.hidden_size=8,12")
-    check_grid_sweep(env)
+    sweep(work, env, "train.lr=0.05,0.2", "model.hidden_size=8,12", "train.numerics=native")
+    check_grid_sweep(env, "native")
     # Job outputs stay in Hydra's sweep directory.
     assert len(list((work / "multirun").glob("*/model.npz"))) == 4
 
@@ -141,6 +143,7 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
         (["train.batch_size=16,500"], "train.batch_size=500 is larger than the 100 training images"),
         (["train.lr=0.1,0.2", "nonexistent.key=1,2"], "Could not override 'nonexistent.key'"),
         (["model=mlp,nonexistent"], "Could not find 'model/nonexistent'"),
+        (["train.numerics=portable,native"], "train.numerics cannot change within a sweep"),
         (
             [
                 "hydra/sweeper=mnist_optuna",

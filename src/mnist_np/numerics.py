@@ -71,12 +71,12 @@ def portable_possible() -> bool:
 
 
 def requested() -> str:
-    """The mode this process was asked for: $MNIST_NP_NUMERICS, else portable."""
+    """The mode this process was asked for: $MNIST_NP_NUMERICS, else portable. A bad value ends the
+    process with one line (this runs as the package is imported, before any entry point can report)."""
     mode = os.environ.get(MODE_ENV) or "portable"
     if mode not in MODES:
-        from .errors import ConfigError
-
-        raise ConfigError(f"{MODE_ENV}={mode!r} is invalid: use one of {MODES}, or unset it")
+        print(f"error: {MODE_ENV}={mode!r} is invalid: use one of {', '.join(MODES)}, or unset it", file=sys.stderr)
+        raise SystemExit(2)
     return mode
 
 
