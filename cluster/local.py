@@ -20,18 +20,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from mnist_np import processes
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO / ".cluster"  # --dir
 ENV_FILE = REPO / ".cluster.env"  # --env-file
 BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
+HOST = processes.HOST
 RAY_CPUS_PER_NODE = 1
 START_TIMEOUT_S = 120
 # Ray's switch that keeps a client's own address at 127.0.0.1 (cluster/ray_node.py does it for the nodes).
@@ -45,12 +44,6 @@ class ClusterError(Exception):
 def state_file() -> Path:
     """Pids and ports of what `up` started."""
     return STATE_DIR / "state.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def pg_bin() -> Path:
@@ -70,13 +63,15 @@ def as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-def wait_until(check, what: str, log: Path | None = None, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not check():
-        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise ClusterError(f"{what} did not start (log {log}):\n{tail}")
-        time.sleep(0.5)
+def wait_until(check, what: str, log: Path, proc: subprocess.Popen) -> None:
+    """Until `check()` holds; a ClusterError with the log's tail if `proc` ends or time runs out first."""
+
+    def ended() -> bool:
+        return proc.poll() is not None
+
+    if not processes.wait_until(lambda: ended() or check(), START_TIMEOUT_S, 0.5) or ended():
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        raise ClusterError(f"{what} did not start (log {log}):\n{tail}")
 
 
 def spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
@@ -98,7 +93,7 @@ def start_postgres(state: dict) -> str:
             check=True,
             capture_output=True,
         )
-    port = free_port()
+    port = processes.free_port()
     log = STATE_DIR / "postgres.log"
     if os.geteuid() == 0:
         log.touch()
@@ -122,7 +117,7 @@ def start_postgres(state: dict) -> str:
 
 
 def start_mlflow(state: dict, database: str) -> str:
-    port, log = free_port(), STATE_DIR / "mlflow.log"
+    port, log = processes.free_port(), STATE_DIR / "mlflow.log"
     cmd = [
         str(BIN / "mlflow"),
         "server",
@@ -140,22 +135,14 @@ def start_mlflow(state: dict, database: str) -> str:
     proc = spawn(cmd, log)
     url = f"http://{HOST}:{port}"
     state["mlflow"] = {"pid": proc.pid, "port": port}
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, "the MLflow server", log, proc)
+    wait_until(lambda: processes.answers(url), "the MLflow server", log, proc)
     return url
 
 
 def start_ray(state: dict, tracking_uri: str) -> str:
     """A head node and a worker node, each `ray start --block` (so stopping its pid stops the node),
     through cluster/ray_node.py, which keeps their address, and so what they listen on, at 127.0.0.1."""
-    port = free_port()
+    port = processes.free_port()
     address = f"{HOST}:{port}"
     # Ray's own processes (and the workers that run jobs) get the cluster's tracking server; not the
     # clients' switch, with which a worker node refuses to start (a shell that sourced .cluster.env has it).
@@ -227,17 +214,6 @@ def up() -> None:
     print("Stop it: make cluster-down")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(OSError):  # a zombie child of this process counts as gone
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _terminate(pid: int, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
     """Stop a process we started and its process group (what it spawned), then wait for it."""
 
@@ -247,10 +223,7 @@ def _terminate(pid: int, sig: int = signal.SIGTERM, timeout: float = 30) -> None
                 kill(pid, signum)
 
     send(sig)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid):
+    if not processes.wait_until(lambda: not processes.alive(pid), timeout):
         send(signal.SIGKILL)
 
 
@@ -275,7 +248,7 @@ def down() -> None:
         return
     state = json.loads(state_file().read_text())
     stop(state)
-    left = [name for name, part in state.items() if _alive(part["pid"])]
+    left = [name for name, part in state.items() if processes.alive(part["pid"])]
     if left:
         raise ClusterError(f"still running after stop: {left}; see {state_file()}")
     state_file().unlink()

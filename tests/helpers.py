@@ -7,11 +7,9 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ import mlflow
 import numpy as np
 from omegaconf import OmegaConf
 
-from mnist_np import composition, config, numerics
+from mnist_np import composition, config, numerics, processes
 from mnist_np.data.idx import write_idx
 from mnist_np.files import sha256_file
 
@@ -116,12 +114,6 @@ def api(url: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def copy_checkout(dest: Path) -> Path:
     """Copy into `dest` the files this checkout would commit (tracked, plus new files git does not ignore)."""
     listed = subprocess.run(
@@ -150,13 +142,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def wait_for(predicate, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    """processes.wait_until, failing the test when time runs out."""
+    value = processes.wait_until(predicate, timeout)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what}")
+    return value
 
 
 class Watched:

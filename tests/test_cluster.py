@@ -5,7 +5,6 @@ Checked through the server's REST API and the database itself."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
@@ -13,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ import pytest
 import sqlalchemy
 
 from helpers import REPO, SOURCE, api, project_config, run, sweep_cmd, write_tiny_mnist
+from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
 
@@ -137,17 +136,31 @@ def test_sweeps_starting_together_on_an_empty_database_all_get_the_study_tables(
     database = f"race_{os.getpid()}"
     with sqlalchemy.create_engine(f"{server}/mlflow", isolation_level="AUTOCOMMIT").connect() as db:
         db.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
-    start = time.time() + 5  # every process imported and waiting, then all open the storage at once
+    # A barrier: each process imports, says it is ready and waits for a line on its stdin; only when
+    # all 16 are ready does any of them get it, so they open the storage together however slow the
+    # machine is.
     code = (
-        "import sys, time; from mnist_np.experiments.search import open_storage; "
-        f"time.sleep(max(0, {start} - time.time())); open_storage(sys.argv[1])"
+        "import logging, sys; from mnist_np.experiments.search import open_storage; "
+        "logging.basicConfig(level=logging.INFO); print('ready', flush=True); sys.stdin.readline(); "
+        "open_storage(sys.argv[1])"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, f"{server}/{database}"], stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", code, f"{server}/{database}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(16)
     ]
+    assert [p.stdout.readline() for p in procs] == ["ready\n"] * 16
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 16, "\n".join(errors)
+    assert any("creating Optuna's tables" in e for e in errors), "no process had to retry: no race happened"
     with sqlalchemy.create_engine(f"{server}/{database}").connect() as db:
         assert db.execute(sqlalchemy.text("SELECT count(*) FROM version_info")).scalar() == 1
         assert db.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() == 1
@@ -176,41 +189,11 @@ def started_pids(base: Path) -> set[int]:
 def cluster_processes(base: Path, started: set[int]) -> dict[int, str]:
     """Pid -> command line of every live process of the cluster: those `up` started (`started`), what
     they started (in their sessions), and anything else running from the cluster's folder."""
-    found = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        session, zombie = int(stat[3]), stat[0] == "Z"
-        if not zombie and (int(proc.name) in started or session in started or str(base) in cmdline):
-            found[int(proc.name)] = cmdline
-    return found
 
+    def ours(proc) -> bool:
+        return proc.pid in started or os.getsid(proc.pid) in started or str(base) in " ".join(proc.cmdline())
 
-def listening_addresses(pids: set[int]) -> dict[str, int]:
-    """'address:port' -> pid for each TCP socket the processes `pids` listen on (from /proc)."""
-    sockets = {}
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                hex_address, hex_port = fields[1].split(":")
-                raw = bytes.fromhex(hex_address)  # the kernel's words, each in host (little-endian) order
-                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                sockets[fields[9]] = f"{ipaddress.ip_address(words)}:{int(hex_port, 16)}"
-    found = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    inode = os.readlink(fd).removeprefix("socket:[").removesuffix("]")
-                    if inode in sockets:
-                        found[sockets[inode]] = pid
-    return found
+    return {proc.pid: " ".join(proc.cmdline()) for proc in processes.matching(ours)}
 
 
 def loopback(address: str) -> bool:
@@ -220,11 +203,11 @@ def loopback(address: str) -> bool:
 
 def test_every_cluster_process_listens_on_the_loopback_only(cluster):
     _, _, base = cluster
-    processes = cluster_processes(base, started_pids(base))
-    addresses = listening_addresses(set(processes))
-    names = {processes[pid].split()[0].rsplit("/", 1)[-1] for pid in addresses.values()}
+    found = cluster_processes(base, started_pids(base))
+    addresses = processes.listening(found)
+    names = {found[pid].split()[0].rsplit("/", 1)[-1] for pid in addresses.values()}
     assert {"gcs_server", "raylet", "postgres"} <= names, names  # the check sees the cluster's servers
-    outside = {address: processes[pid][:100] for address, pid in addresses.items() if not loopback(address)}
+    outside = {address: found[pid][:100] for address, pid in addresses.items() if not loopback(address)}
     assert not outside, outside
 
 

@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from helpers import Watched, clean_env, copy_checkout, run, wait_for
+from mnist_np import processes
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -295,16 +296,11 @@ def test_queued_experiments_log_into_the_repository_store(project):
 
 def processes_in(folder: Path, script: str = "") -> list[int]:
     """Pids of running processes whose working directory is in `folder` (and that run `script`)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            cwd = Path(os.readlink(proc / "cwd"))
-            if cwd.is_relative_to(folder) and any(arg.decode().endswith(script) for arg in argv):
-                found.append(int(proc.name))
-        except (OSError, ValueError):
-            continue
-    return found
+
+    def there(proc) -> bool:
+        return Path(proc.cwd()).is_relative_to(folder) and any(arg.endswith(script) for arg in proc.cmdline())
+
+    return [proc.pid for proc in processes.matching(there)]
 
 
 def copy_of(project, tmp_path: Path) -> Path:

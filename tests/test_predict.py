@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BIN, REPO, free_port
+from helpers import BIN, REPO
+from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.data.idx import read_idx
 from mnist_np.model import reference, weights
@@ -154,7 +154,7 @@ def test_mlflow_models_predict_uses_the_logged_pyfunc_model(trained, tmp_path):
 
 def test_mlflow_models_serve_answers_invocations(trained):
     root, run_id, uri, images, _ = trained
-    port = free_port()
+    port = processes.free_port()
     server = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -174,14 +174,10 @@ def test_mlflow_models_serve_answers_invocations(trained):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow models serve did not start"
-                time.sleep(0.5)
+        up = processes.wait_until(
+            lambda: server.poll() is not None or processes.answers(f"http://127.0.0.1:{port}", "/ping"), 120, 0.5
+        )
+        assert up and server.poll() is None, "mlflow models serve did not start"
         expected = direct_predictions(root, images[:16]).argmax(axis=1).tolist()
         raw = {"inputs": images[:16].reshape(16, -1).astype(float).tolist(), "params": {"raw_pixels": True}}
         request = urllib.request.Request(

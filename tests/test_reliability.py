@@ -24,7 +24,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, free_port, sweep_cmd, wait_for
+from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, sweep_cmd, wait_for
+from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.files import save_npz
 from mnist_np.model import reference, weights
@@ -310,7 +311,7 @@ def test_weights_no_run_in_the_store_wrote_name_the_fix(project):
 
 def test_an_unreachable_tracking_server_fails_fast_before_training(project):
     work, env = project
-    uri = f"http://127.0.0.1:{free_port()}"
+    uri = f"http://127.0.0.1:{processes.free_port()}"
     start = time.monotonic()
     done = stage(TRAIN, work, {**env, "MLFLOW_TRACKING_URI": uri})
     assert time.monotonic() - start < 15

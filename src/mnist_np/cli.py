@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import processes
 from .errors import TrainingError, UserError
 
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 143
@@ -47,16 +48,12 @@ def stop_on_sigterm() -> None:
 
 def _dvc_ancestor(levels: int = 3) -> int | None:
     """The pid of the `dvc` process this one runs under (its parent, or the shell's parent), if any."""
-    pid = os.getppid()
-    for _ in range(levels):
+    for parent in processes.ancestors()[:levels]:
         try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):  # no /proc (not Linux), or the process is gone
+            if any(Path(arg).name == "dvc" for arg in parent.cmdline()[:2]):
+                return parent.pid
+        except processes.psutil.Error:  # gone, or not ours to read
             return None
-        if any(Path(arg.decode(errors="replace")).name == "dvc" for arg in argv[:2]):
-            return pid
-        pid = parent
     return None
 
 
@@ -68,14 +65,8 @@ def stop_with_dvc(interval_s: float = 1.0) -> None:
     if dvc is None:
         return
 
-    def alive() -> bool:  # a dead process that nobody has reaped yet is a zombie ("Z")
-        try:
-            return Path(f"/proc/{dvc}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
-
     def watch() -> None:
-        while alive() and os.getppid() == parent:
+        while processes.alive(dvc) and os.getppid() == parent:
             time.sleep(interval_s)
         os.kill(os.getpid(), signal.SIGTERM)
 

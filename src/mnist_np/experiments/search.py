@@ -62,6 +62,9 @@ def open_storage(url: str | None, attempts: int = 5):
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts:
                 raise
+            log.info(
+                "another process is creating Optuna's tables in %s; retrying (%d/%d)", redacted(url), attempt, attempts
+            )
             time.sleep(0.2 * attempt)
 
 

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .. import processes
 from ..errors import ConfigError
 
 CORES_ENV = "MNIST_NP_CORES"
@@ -29,22 +30,12 @@ def registry() -> Path:
     return Path(tempfile.gettempdir()) / f"mnist-np-training-{os.getuid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
 def training_jobs() -> list[int]:
     """Pids of this user's registered training processes that are still alive, in order."""
     folder = registry()
     live = []
     for entry in folder.glob("*") if folder.is_dir() else ():
-        if entry.name.isdigit() and _alive(int(entry.name)):
+        if entry.name.isdigit() and processes.alive(int(entry.name)):
             live.append(int(entry.name))
         else:
             entry.unlink(missing_ok=True)  # left by a killed job
@@ -72,9 +63,9 @@ def slice_for(allowed: list[int], jobs: list[int], pid: int) -> list[int]:
 
 def _pin(cores: set[int]) -> None:
     """Every thread of this process (the BLAS's already exist) onto `cores`."""
-    for tid in os.listdir("/proc/self/task"):
+    for thread in processes.psutil.Process().threads():
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.sched_setaffinity(int(tid), cores)
+            os.sched_setaffinity(thread.id, cores)
 
 
 class Share(contextlib.AbstractContextManager):
