@@ -93,6 +93,9 @@ def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_
     children = [(r, t) for r, t in zip(found, tags) if t.get("mlflow.parentRunId") == parent["info"]["run_id"]]
     assert len(children) == 4 and all(r["info"]["status"] == "FINISHED" for r, _ in children)
     assert len({t["ray.node_id"] for _, t in children}) == 2 and all(t["ray.node_ip"] for _, t in children)
+    # Ray's workers computed as the sweep does (MNIST_NP_NUMERICS through the launcher's runtime_env).
+    assert {t["numerics.mode"] for _, t in children} == {"portable"}
+    assert all("Haswell kernels, 1 thread" in t["numerics.blas.scipy"] for _, t in children)
     for child, _ in children:
         assert {"test_accuracy", "kept_val_accuracy"} <= {m["key"] for m in child["data"]["metrics"]}
         listed = api(server, f"artifacts/list?run_id={child['info']['run_id']}&path=weights")
