@@ -18,9 +18,9 @@ from mnist_np import cli, composition
 
 @hydra.main(config_path="../conf", config_name="selection", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    from mnist_np.experiments import sweep  # after Hydra parsed the command line: --help stays quick
+    from mnist_np.experiments import sweep_job  # after Hydra parsed the command line: --help stays quick
 
-    return sweep.run_job(cfg)
+    return sweep_job.run_job(cfg)
 
 
 def run_sweep() -> None:
@@ -32,9 +32,9 @@ def run_sweep() -> None:
     except HydraException as exc:
         raise composition.composition_error(exc) from exc
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's parent ends KILLED, not FAILED
-        from mnist_np.experiments import sweep
+        from mnist_np.experiments import sweep_parent
 
-        sweep.end_open_sweeps("KILLED")
+        sweep_parent.end_open_sweeps("KILLED")
         raise
 
 

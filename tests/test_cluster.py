@@ -143,7 +143,7 @@ def test_sweeps_starting_together_on_an_empty_database_all_get_the_study_tables(
     # all 16 are ready does any of them get it, so they open the storage together however slow the
     # machine is.
     code = (
-        "import logging, sys; from mnist_np.experiments.search import open_storage; "
+        "import logging, sys; from mnist_np.experiments.optuna_sweeper import open_storage; "
         "logging.basicConfig(level=logging.INFO); print('ready', flush=True); sys.stdin.readline(); "
         "open_storage(sys.argv[1])"
     )

@@ -144,7 +144,7 @@ def test_a_sweeps_check_sets_values_exactly_as_hydra_composes_them(task):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from mnist_np.experiments.sweep import _combinations, _with_values
+    from mnist_np.experiments.sweep_check import _combinations, _with_values
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         combinations = _combinations(task, {})

@@ -52,6 +52,31 @@ def test_no_module_imports_from_a_layer_above_its_own(path):
     assert not upward, f"{module} ({LAYERS[layer_of(module)]}) imports {upward} from a layer above"
 
 
+def test_no_modules_import_each_other_in_a_circle():
+    """Two modules that import each other (directly or round a loop) are one idea split wrongly, or
+    a constant living in the wrong place."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[module] = project_imports(path) - {module}
+    done, path = set(), []
+
+    def visit(module: str) -> None:
+        if module in path:
+            raise AssertionError(f"imports in a circle: {' -> '.join([*path[path.index(module) :], module])}")
+        if module in done:
+            return
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            visit(imported)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+
+
 def test_every_sub_package_is_a_known_layer():
     assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(LAYERS[1:])
 

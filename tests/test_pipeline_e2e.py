@@ -356,7 +356,7 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_reproduce(proje
     fetch = [
         sys.executable,
         "-c",
-        "from pathlib import Path; from mnist_np.experiments import sweep; sweep.fetch_processed(Path.cwd())",
+        "from pathlib import Path; from mnist_np.experiments import job_data; job_data.fetch_processed(Path.cwd())",
     ]
     run(fetch, clone, env)
     assert (clone / "data" / "processed" / "train.npz").is_file() and not (clone / "models").exists()

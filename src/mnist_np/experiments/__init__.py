@@ -1,1 +1,5 @@
 RANK_METRIC = "kept_val_accuracy"  # validation accuracy of the weights a run kept: what sweeps rank runs by
+# How a sweep's jobs find their parent run and their project, wherever they run (inherited by worker
+# processes; passed to Ray tasks through the launcher's runtime_env, conf/hydra/launcher/ray.yaml).
+PARENT_ENV = "MNIST_NP_SWEEP_PARENT_RUN_ID"
+ROOT_ENV = "MNIST_NP_ROOT"

@@ -182,7 +182,7 @@ class OptunaSweeper(Sweeper):
 def _record_study_on_parent(name: str, storage: str | None) -> None:
     from mlflow.tracking import MlflowClient
 
-    from .sweep import PARENT_ENV
+    from . import PARENT_ENV
 
     parent = os.environ.get(PARENT_ENV)
     if parent:
@@ -199,7 +199,7 @@ def _log_figures(study) -> None:
     from mlflow.tracking import MlflowClient
     from optuna.visualization import matplotlib as figures
 
-    from .sweep import PARENT_ENV
+    from . import PARENT_ENV
 
     parent = os.environ.get(PARENT_ENV)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -1,0 +1,207 @@
+"""The sweep's parent run: Hydra sweeps logged to MLflow as one parent run per multirun, one nested
+child run per job (sweep_job.py).
+
+`SweepCallback` (registered under `hydra.callbacks` in conf/config.yaml) runs in the launching
+process: before any job starts it checks every combination the sweep will launch (for Optuna,
+every bound and choice of the search space) against the schema and the prepared data, makes sure
+the store and experiment exist (so parallel workers never race to create them) and opens the
+parent run. Jobs find the parent through an environment variable, which in-process jobs and
+worker processes started afterwards inherit. When the sweep ends, however it ends, the parent
+records the best finished child and ends FINISHED, FAILED (some job failed) or KILLED.
+
+A job that fails (training diverged, say) ends its own run FAILED with the reason and the sweep
+goes on with the others; the sweep then exits with status 3.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from hydra.experimental.callback import Callback
+from mlflow.entities import Param
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from omegaconf import DictConfig
+
+from .. import cli
+from ..errors import UserError
+from ..tracking import runs, store
+from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots
+from .compare import SWEPT, varying_params
+from .job_data import project_root
+from .sweep_check import check_sweep
+
+log = logging.getLogger(__name__)
+
+
+def _parent_children(client: MlflowClient, parent_id: str):
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return mlflow.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
+
+
+_OPEN: list[SweepCallback] = []  # sweeps of this process whose parent run is still open
+
+
+def end_open_sweeps(status: str) -> None:
+    """End every open sweep's parent (after Ctrl-C or SIGTERM: KILLED; at exit: FAILED)."""
+    for callback in list(_OPEN):
+        callback.finish(status)
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.parent_id: str | None = None
+        self.uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        root = project_root(config.hydra)
+        try:
+            cfg = check_sweep(root, config.hydra)
+            experiment_id = store.setup(cfg.tracking.experiment, root)
+        # Hydra turns a callback's exceptions into warnings and starts the jobs anyway, without a
+        # parent run; whatever goes wrong here must stop the sweep before any job or run exists.
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(cli.EXIT_USER_ERROR) from exc
+        except Exception as exc:
+            traceback.print_exc()
+            raise SystemExit(1) from exc
+        self.uri = mlflow.get_tracking_uri()
+        hydra = config.hydra
+        overrides = " ".join(hydra.overrides.task)
+        tags = {
+            "entry_point": "hydra-sweep",
+            "sweep": "parent",
+            **runs.git_tags(root),
+            "sweep.started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "sweep.dir": str(Path(hydra.sweep.dir).resolve()),
+        }
+        client = MlflowClient(self.uri)
+        self.parent_id = client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags).info.run_id
+        client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
+        client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
+        client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
+        space = hydra.sweeper.get("params")
+        if space:  # Optuna's search space (a key swept on the command line replaces its entry)
+            client.log_param(self.parent_id, "sweep.search_space", ", ".join(f"{k}: {v}" for k, v in space.items()))
+            client.log_param(self.parent_id, "sweep.sampler_seed", hydra.sweeper.get("seed"))
+        os.environ[PARENT_ENV] = self.parent_id
+        os.environ[ROOT_ENV] = str(root)
+        _OPEN.append(self)
+        # However the sweep ends (a crash, Ctrl-C, SIGTERM), the parent must not stay RUNNING.
+        atexit.register(self.finish, "FAILED")
+        log.info("MLflow parent run %s in %s", self.parent_id, self.uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        failed = self.finish("FINISHED")
+        if failed:
+            print(
+                f"error: {failed} job(s) of the sweep failed; their runs are FAILED with the reason in the tag "
+                f"'{runs.FAILURE_TAG}'; the others are in MLflow (python pipelines/compare.py --sweep latest)",
+                file=sys.stderr,
+            )
+            raise SystemExit(cli.EXIT_DIVERGED)
+
+    def finish(self, status: str) -> int:
+        """Record the best finished child on the parent and end it: FAILED if `status` is FINISHED
+        but a job failed. Children left RUNNING by stopped workers end KILLED. Returns the failed jobs."""
+        if self.parent_id is None:
+            return 0
+        parent_id, self.parent_id = self.parent_id, None
+        _OPEN.remove(self)
+        os.environ.pop(PARENT_ENV, None)
+        os.environ.pop(ROOT_ENV, None)
+        client = MlflowClient(self.uri)
+        children = _parent_children(client, parent_id)
+        for run_id in children.loc[children["status"] == "RUNNING", "run_id"] if len(children) else []:
+            client.set_terminated(run_id, "KILLED")
+        failed = int((children["status"] == "FAILED").sum()) if len(children) else 0
+        finished = children[children["status"] == "FINISHED"] if len(children) else children
+        client.set_tag(parent_id, "sweep.children", str(len(children)))
+        client.set_tag(parent_id, "sweep.failed_jobs", str(failed))
+        if len(finished):
+            self._record_best(client, parent_id, finished)
+        client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
+        return failed
+
+    @staticmethod
+    def _record_best(client: MlflowClient, parent_id: str, finished) -> None:
+        """The best child's params and final metrics on the parent under the children's own keys (so
+        the runs table lines them up), which child it is, a figure, and a Markdown description."""
+        ranked = finished.sort_values(f"metrics.{RANK_METRIC}", ascending=False)
+        best = ranked.iloc[0]
+        client.set_tag(parent_id, "best_run_id", best["run_id"])
+        client.set_tag(parent_id, "best_run_name", best["tags.mlflow.runName"])
+        params = [c for c in finished.columns if c.startswith("params.") and isinstance(best[c], str)]
+        client.log_batch(parent_id, params=[Param(c[len("params.") :], best[c]) for c in params])
+        for metric in (RANK_METRIC, "test_accuracy", "test_loss", "test_macro_f1"):
+            if not math.isnan(best.get(f"metrics.{metric}", math.nan)):
+                client.log_metric(parent_id, metric, float(best[f"metrics.{metric}"]))
+        swept = varying_params(finished)
+        if swept:
+            frame = finished.rename(
+                columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c
+            )
+            client.log_figure(
+                parent_id, comparison_plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png"
+            )
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        client.set_tag(parent_id, MLFLOW_RUN_NOTE, describe(client.get_run(parent_id), ranked, swept, experiment_id))
+        shown = ", ".join(f"{name}={best[f'params.{name}']}" for name in swept or SWEPT)
+        log.info(
+            "best of %d runs: %s (%s): validation accuracy %.2f%%, test accuracy %.2f%%; %s",
+            len(finished),
+            best["tags.mlflow.runName"],
+            shown,
+            100 * best[f"metrics.{RANK_METRIC}"],
+            100 * best.get("metrics.test_accuracy", math.nan),
+            store.run_link(experiment_id, best["run_id"], client.tracking_uri),
+        )
+        log.info("compare the sweep's runs: python pipelines/compare.py --sweep %s", parent_id)
+
+
+def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5) -> str:
+    """The parent run's Markdown description: what was swept and how, and the best runs."""
+    params = parent.data.params
+    best = ranked.iloc[0]
+    columns = [*(swept or SWEPT), RANK_METRIC, "test_accuracy"]
+    rows = [
+        f"| [{row['tags.mlflow.runName']}](#/experiments/{experiment_id}/runs/{row['run_id']}) | "
+        + " | ".join(str(row.get(f"params.{c}", row.get(f"metrics.{c}", ""))) for c in columns)
+        + " |"
+        for _, row in ranked.head(top).iterrows()
+    ]
+    return "\n".join(
+        [
+            f"**Sweep** `{params.get('sweep.overrides', '')}`",
+            "",
+            f"- launcher: `{params.get('sweep.launcher', '')}`, sweeper: `{params.get('sweep.sweeper', '')}`",
+            *(
+                [
+                    f"- search space: `{params['sweep.search_space']}`; sampler seed: "
+                    f"{params.get('sweep.sampler_seed')}; Optuna study: `{parent.data.tags.get('optuna.study_name')}`"
+                ]
+                if "sweep.search_space" in params
+                else []
+            ),
+            f"- jobs: {parent.data.tags.get('sweep.children', len(ranked))} "
+            f"({parent.data.tags.get('sweep.failed_jobs', 0)} failed); seed: {best.get('params.train.seed', '')}",
+            f"- best: [{best['tags.mlflow.runName']}](#/experiments/{experiment_id}/runs/{best['run_id']}), "
+            f"ranked by {RANK_METRIC}",
+            "",
+            "| run | " + " | ".join(columns) + " |",
+            "|" + " --- |" * (len(columns) + 1),
+            *rows,
+        ]
+    )
