@@ -3,8 +3,9 @@
 Same math as reference.py (tests/test_kernel.py holds it to the reference within 1e-10 over
 hundreds of float64 steps), arranged for speed:
 - every product is one BLAS gemm/gemv through scipy.linalg.blas, the routine np.dot calls, with
-  its accumulate form out <- beta out + alpha op(A) op(B) exposed, so the SGD step rides inside
-  the gradient product (fused_step) and no gradient array is written and read back;
+  its accumulate form out <- beta out + scale op(A) op(B) exposed, so the SGD step rides inside
+  the gradient product (fused_step) and no gradient array is written and read back. BLAS calls that
+  factor alpha; here it is `scale`, since alpha is the learning rate in the note and reference.py;
 - preallocated workspaces, so a training step allocates nothing;
 - all parameters in one vector (Flat), so momentum and weight decay are single BLAS axpy calls.
 
@@ -75,27 +76,31 @@ def _refuse(out: np.ndarray, dtype: np.dtype) -> None:
     )
 
 
-def _gemm(gemm, alpha: float, a, b, beta: float, out, trans_a: int = 0, trans_b: int = 0) -> np.ndarray:
-    """out <- beta out + alpha op(a) op(b), op = transpose where asked."""
-    if gemm(alpha, a, b, beta, out, trans_a, trans_b, 1) is not out:
+def _gemm(gemm, scale: float, a, b, beta: float, out, trans_a: int = 0, trans_b: int = 0) -> np.ndarray:
+    """out <- beta out + scale op(a) op(b), op = transpose where asked."""
+    if gemm(scale, a, b, beta, out, trans_a, trans_b, 1) is not out:
         _refuse(out, a.dtype)
     return out
 
 
-def _column_sums(gemv, alpha: float, a, ones, beta: float, out) -> None:
-    """out <- beta out + alpha a^T 1: the sums of a's columns as one product."""
-    if gemv(alpha, a, ones, beta, out, 0, 1, 0, 1, 1, 1) is not out:
+def _column_sums(gemv, scale: float, a, ones, beta: float, out) -> None:
+    """out <- beta out + scale a^T 1: the sums of a's columns as one product."""
+    if gemv(scale, a, ones, beta, out, 0, 1, 0, 1, 1, 1) is not out:
         _refuse(out, a.dtype)
 
 
-def _axpy(axpy, alpha: float, x, out) -> None:
-    """out <- out + alpha x, on all BLAS threads."""
-    if axpy(x, out, len(x), alpha) is not out:
+def _axpy(axpy, scale: float, x, out) -> None:
+    """out <- out + scale x, on all BLAS threads."""
+    if axpy(x, out, len(x), scale) is not out:
         _refuse(out, x.dtype)
 
 
 class Workspace:
-    """Preallocated (m, units) arrays for a forward and backward pass of exactly `batch` samples."""
+    """Preallocated (m, units) arrays for a forward and backward pass of exactly `batch` samples.
+
+    `Z2` (the shifted logits, Fortran order) and `sums` (m, 1) are where the forward pass leaves what
+    the loss needs; a caller may point them at other arrays of the same shape and order, as the
+    training loop does to keep every batch's for the epoch's statistics without a copy."""
 
     def __init__(self, params: Params, batch: int) -> None:
         hidden, n_out, dtype = params["W2"].shape[0], params["W2"].shape[1], params["W1"].dtype
@@ -116,18 +121,16 @@ class Forward(NamedTuple):
     sums: np.ndarray  # (m, 1) sum_j exp(shifted_j), >= 1: ln p_y = shifted_y - ln sums
 
 
-def forward(params: Params, X: np.ndarray, ws: Workspace, logits=None, sums=None) -> Forward:
-    """Design steps 1-2 for X (m, 784). The shifted logits and softmax sums go to `logits`
-    (m, 10, Fortran order) and `sums` (m, 1) when given (the training loop keeps them for the
-    epoch's statistics), else into the workspace."""
-    logits = ws.Z2 if logits is None else logits
-    sums = ws.sums if sums is None else sums
+def forward(params: Params, X: np.ndarray, ws: Workspace) -> Forward:
+    """Design steps 1-2 for X (m, 784), into the workspace; the shifted logits and softmax sums
+    land in ws.Z2 and ws.sums."""
+    sums = ws.sums
     # Step 1: X.T is the C-ordered X seen as the Fortran array BLAS reads.
     X1 = _gemm(ws.gemm, 1.0, X.T, params["W1"], 0.0, ws.X1, trans_a=1)
     X1 += params["b1"]
     np.maximum(X1, 0, out=X1)
     # Step 2, then a stable softmax along each row, in place.
-    Z2 = _gemm(ws.gemm, 1.0, X1, params["W2"], 0.0, logits)
+    Z2 = _gemm(ws.gemm, 1.0, X1, params["W2"], 0.0, ws.Z2)
     Z2 += params["b2"]
     np.maximum.reduce(Z2, axis=1, out=sums, keepdims=True)
     Z2 -= sums
@@ -143,14 +146,15 @@ def log_likelihoods(shifted: np.ndarray, sums: np.ndarray, y: np.ndarray) -> np.
 
 
 def accumulate_gradients(
-    params: Params, X, Y, fwd: Forward, ws: Workspace, alpha: float, into: Params, beta: float, beta_bias: float
+    params: Params, X, Y, fwd: Forward, ws: Workspace, scale: float, into: Params, beta: float, beta_bias: float
 ) -> None:
-    """Design steps 3-6, accumulated as BLAS does: into[k] <- beta into[k] + alpha dL/dk
-    (beta_bias for the biases). Y is one-hot rows (m, 10); `into` holds Flat views.
+    """Design steps 3-6, accumulated as BLAS does: into[k] <- beta into[k] + scale dL/dk
+    (beta_bias for the biases). Y is one-hot rows (m, 10); `into` holds Flat views. A gradient
+    step is scale = -lr (fused_step).
 
     `into` may be `params` itself: W2 is read (step 5) before anything is written.
     """
-    scale = alpha / X.shape[0]  # the batch mean's 1/m, folded into the products' alpha
+    scale /= X.shape[0]  # the batch mean's 1/m, folded into the products' scale
     E2 = np.subtract(fwd.P, Y, out=ws.E2)  # step 3
     # Step 5 before 4: E1 = E2 W2^T * [Z1 > 0], the transpose of the note's (W2 E2) * [Z1 > 0].
     E1 = _gemm(ws.gemm, 1.0, E2, params["W2"], 0.0, ws.E1, trans_b=1)
@@ -172,8 +176,6 @@ def fused_step(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     velocity: Flat | None = None,
-    logits=None,
-    sums=None,
 ) -> Forward:
     """Design steps 1-7 on one batch, in place on the packed parameters: reference.update after
     reference.backward, without a gradient array. Returns the batch's forward pass.
@@ -183,7 +185,7 @@ def fused_step(
     are axpy calls over whole vectors.
     """
     params, decay = flat.params, lr * weight_decay
-    fwd = forward(params, X, ws, logits, sums)
+    fwd = forward(params, X, ws)
     if velocity is None:
         accumulate_gradients(params, X, Y, fwd, ws, -lr, params, 1.0 - decay, 1.0)
     else:

@@ -64,6 +64,10 @@ class EpochOutputs:
     def statistics(self, labels: np.ndarray) -> tuple[float, float]:
         """Mean cross-entropy and accuracy of the epoch, `labels` in the epoch's sample order."""
         full = self.n // self.batch * self.batch
+        # The logits back as (n, 10) rows in sample order. Batch k's block in memory is its (m, 10)
+        # view in Fortran order, i.e. 10 runs of m values, one per output: for the full batches that
+        # is an array (batches, 10, batch), transposed to (batches, batch, 10) and flattened to rows;
+        # the short last batch is one (10, m) block, transposed.
         shifted = np.concatenate(
             [
                 self.logits[: full * self.n_out]
@@ -277,9 +281,9 @@ def fit(
                 mininterval=1.0,
             )
             for (xb, Yb), (logits, sums) in zip(batches, outputs.views):
-                kernel.fused_step(
-                    flat, xb, Yb, workspaces[len(xb)], lr, train.momentum, train.weight_decay, velocity, logits, sums
-                )
+                ws = workspaces[len(xb)]
+                ws.Z2, ws.sums = logits, sums  # the forward pass leaves them in the epoch's buffers
+                kernel.fused_step(flat, xb, Yb, ws, lr, train.momentum, train.weight_decay, velocity)
             seconds = time.perf_counter() - start
 
             if not np.isfinite(flat.vector).all():
