@@ -1,6 +1,6 @@
 """DVC stage `download`: fetch the dataset's raw files, checksum-verified, into data/raw/.
 
-The dataset's mirrors and checksums are in conf/dataset/mnist.yaml. Set MNIST_MIRROR to a directory
+The dataset's mirrors and checksums are in conf/dataset/<data.dataset>.yaml (dvc.yaml passes it). Set MNIST_MIRROR to a directory
 or base URL to try it before those mirrors.
 """
 

@@ -21,8 +21,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from helpers import Watched, clean_env, copy_checkout, run, wait_for
+from helpers import Watched, clean_env, copy_checkout, run, wait_for, write_tiny_mnist
 from mnist_np import processes
+from mnist_np.files import sha256_file
 
 pytestmark = pytest.mark.slow
 EPOCHS = 2
@@ -308,6 +309,29 @@ def copy_of(project, tmp_path: Path) -> Path:
     copy = tmp_path / "copy"
     shutil.copytree(project[0], copy, symlinks=True)
     return copy
+
+
+def test_a_second_dataset_is_one_file_and_one_selection(project, tmp_path):
+    # As docs/architecture.md tells a newcomer: conf/dataset/<name>.yaml (names, checksums, mirrors),
+    # then `make params ARGS=data.dataset=<name>`; dvc.yaml takes the file from params.yaml.
+    _, env, _ = project
+    copy = copy_of(project, tmp_path)
+    paths = write_tiny_mnist(tmp_path / "tiny-mirror", n_train=300, n_test=50)
+    definition = yaml.safe_load((copy / "conf" / "dataset" / "mnist.yaml").read_text())
+    definition["mirrors"] = [(tmp_path / "tiny-mirror").as_uri() + "/"]
+    definition["files"] = {key: {"name": p.name, "sha256": sha256_file(p)} for key, p in paths.items()}
+    (copy / "conf" / "dataset" / "tiny.yaml").write_text(yaml.safe_dump(definition))
+    run([sys.executable, "pipelines/compose_params.py", "data.dataset=tiny", "data.val_size=50"], copy, env)
+    out = run(["dvc", "repro"], copy, {k: v for k, v in env.items() if k != "MNIST_MIRROR"}).stdout
+    assert all(f"Running stage '{stage}'" in out for stage in ("download", "normalize", "train", "evaluate"))
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())["stages"]
+    assert "conf/dataset/tiny.yaml" in lock["download"]["cmd"]
+    assert {d["path"] for d in lock["normalize"]["deps"]} >= {"conf/dataset/tiny.yaml", "data/raw"}
+    assert json.loads((copy / "reports" / "classification.json").read_text())["confusion_matrix"]
+    assert sum(map(sum, json.loads((copy / "reports" / "classification.json").read_text())["confusion_matrix"])) == 50
+    latest = runs(copy)[-1]
+    assert {d.dataset.name for d in latest.inputs.dataset_inputs} == {"tiny-train", "tiny-val"}
+    assert latest.data.tags["data.sha256.train-images-idx3-ubyte.gz"] == sha256_file(paths["train_images"])
 
 
 def test_a_selection_made_with_make_params_survives_dvc_exp_run(project, tmp_path):

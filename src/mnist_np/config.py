@@ -8,6 +8,7 @@ before any work starts, so a typo, a missing key or a bad value fails fast namin
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,11 +70,18 @@ class DatasetSource:
 
 @dataclass
 class DataConfig:
+    dataset: str
     val_size: int
     split_seed: int
     standardize: bool
 
     def __post_init__(self) -> None:
+        _check(
+            re.fullmatch(r"[A-Za-z0-9_-]+", self.dataset) is not None,
+            "data.dataset",
+            self.dataset,
+            "must name a file conf/dataset/<name>.yaml (letters, digits, _ and -)",
+        )
         _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
 
 
@@ -168,14 +176,22 @@ def load_params(path: str | os.PathLike = "params.yaml") -> Config:
     return validate(OmegaConf.load(path))
 
 
-DATASET = "conf/dataset/mnist.yaml"
+def dataset_file(name: str) -> str:
+    """The definition of dataset `name` (data.dataset): conf/dataset/<name>.yaml."""
+    return f"conf/dataset/{name}.yaml"
+
+
+DATASET = dataset_file("mnist")
 
 
 def load_source(path: str | os.PathLike = DATASET) -> DatasetSource:
     """Read and validate a dataset definition (mirrors, checksums, network settings)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path} not found; run from the repository root or pass --dataset conf/dataset/<name>.yaml")
+        raise ConfigError(
+            f"{path} not found; write it (conf/dataset/mnist.yaml shows the keys) and select it with "
+            "`make params ARGS=data.dataset=<name>`, or run from the repository root"
+        )
     try:
         return validate(OmegaConf.load(path), DatasetSource)
     except ConfigError as exc:

@@ -120,7 +120,7 @@ def train(
             split.y,
             data.checksums[f"{name}.npz"],
             data.stats_path.parent / f"{name}.npz",
-            f"mnist-{name}",
+            f"{cfg.data.dataset}-{name}",
             context,
         )
     epoch_metrics = runs.EpochMetrics()
