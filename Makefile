@@ -1,10 +1,11 @@
 # One command for the main job (make run) and one for the tests (make test).
-# Both create .venv from the pinned requirements.lock on first use.
+# make run creates .venv from the pinned requirements.lock (the product) on first use; make test and
+# the other development targets add requirements-dev.lock (the tests' tools and the cluster extra).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup run test test-fast lint format params results screenshots cluster-up cluster-down lock clean
+.PHONY: setup setup-dev run test test-fast lint format params results screenshots cluster-up cluster-down lock clean
 
 setup: $(VENV)/.installed
 
@@ -15,24 +16,31 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The product plus pytest, ruff, Playwright and the cluster extra (Ray, its launcher, psycopg2).
+setup-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
+	$(BIN)/python -m pip install --quiet -r requirements-dev.lock
+	touch $@
+
 # The whole pipeline: download, normalize, train, evaluate (only what changed reruns).
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 # Every test, including the slow ones that train on real MNIST and run real `dvc repro`.
-test: setup
+test: setup-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 # Unit and integration tests only (seconds).
-test-fast: setup
+test-fast: setup-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
 # Lint and formatting (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: setup
+format: setup-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -49,22 +57,27 @@ results: setup
 	$(BIN)/python pipelines/compare.py --sweep latest --markdown docs/results.md --no-plots
 
 # The README's MLflow UI screenshots of the newest sweep (docs/img/), in the distribution's Chromium.
-screenshots: setup
+screenshots: setup-dev
 	$(BIN)/python docs/screenshots.py
 
 # A local stand-in for a team's cluster, on 127.0.0.1: PostgreSQL, an MLflow server on it, a Ray head
 # and a worker node; writes .cluster.env (source it). cluster-down stops all of it (docs/scaling.md).
 # CLUSTER_ARGS="--dir D --env-file F" keeps a second one apart (the tests do).
-cluster-up: setup
+cluster-up: setup-dev
 	$(BIN)/python cluster/local.py up $(CLUSTER_ARGS)
 
-cluster-down: setup
+cluster-down: setup-dev
 	$(BIN)/python cluster/local.py down $(CLUSTER_ARGS)
 
-# Re-pin requirements.lock from the ranges in pyproject.toml.
+# Re-pin both lock files from the ranges in pyproject.toml: the product's, then the development one
+# (the tests' tools and the cluster extra) at the product's versions, so that the tests check what
+# `make run` runs; only joblib and cloudpickle differ (the Ray launcher's pins, tests/test_layout.py).
 lock: setup
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --no-header -o requirements.lock
+	grep -v -E '^(joblib|cloudpickle)==' requirements.lock | grep '==' > $(VENV)/product-pins.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra cluster --python-version 3.11 --no-header \
+	    -c $(VENV)/product-pins.txt -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV)

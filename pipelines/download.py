@@ -1,7 +1,7 @@
 """DVC stage `download`: fetch the dataset's raw files, checksum-verified, into data/raw/.
 
-The dataset's mirrors and checksums are in conf/dataset/<data.dataset>.yaml (dvc.yaml passes it). Set MNIST_MIRROR to a directory
-or base URL to try it before those mirrors.
+The dataset's mirrors and checksums are in conf/dataset/<data.dataset>.yaml (dvc.yaml passes it).
+Set MNIST_MIRROR to a directory or base URL to try it before those mirrors.
 """
 
 from mnist_np import cli, config

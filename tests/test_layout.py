@@ -4,6 +4,7 @@ stage imports, test modules that never import each other."""
 import ast
 import json
 import modulefinder
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,19 @@ def test_no_modules_import_each_other_in_a_circle():
 
     for module in sorted(graph):
         visit(module)
+
+
+def test_the_tests_run_the_versions_make_run_installs():
+    """requirements-dev.lock (make test, CI) pins every package of requirements.lock (make run) at the
+    same version, but for the two the Ray launcher holds back (the cluster extra)."""
+
+    def pins(name: str) -> dict[str, str]:
+        return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", (REPO / name).read_text(), re.MULTILINE))
+
+    product, dev = pins("requirements.lock"), pins("requirements-dev.lock")
+    assert "numpy" in product and "ray" not in product and "ray" in dev and "pytest" in dev
+    differ = {k: (v, dev.get(k)) for k, v in product.items() if dev.get(k) != v}
+    assert set(differ) <= {"joblib", "cloudpickle"}, differ
 
 
 def test_every_sub_package_is_a_known_layer():
