@@ -144,6 +144,7 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
         (["train.lr=0.1,0.2", "nonexistent.key=1,2"], "Could not override 'nonexistent.key'"),
         (["model=mlp,nonexistent"], "Could not find 'model/nonexistent'"),
         (["train.numerics=portable,native"], "train.numerics cannot change within a sweep"),
+        (["hydra.launcher._target_=hydra_plugins.nope.Launcher", "train.lr=0.1,0.2"], "is not installed"),
         (
             [
                 "hydra/sweeper=mnist_optuna",

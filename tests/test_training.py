@@ -155,3 +155,13 @@ def test_evaluate_scores_a_split_in_chunks_like_in_one_pass():
     assert np.array_equal(whole[2], chunked[2]) and np.array_equal(
         whole[2], reference.predict_proba(params, x).argmax(1)
     )
+
+
+def test_a_progress_bar_interrupted_while_being_made_cleans_up_quietly():
+    # Ctrl-C or SIGTERM can land inside tqdm's __init__; the half-made bar's __del__ then ran
+    # tqdm's close() on attributes never set, printing a traceback after the run's error line.
+    half_made = loop.Progress.__new__(loop.Progress)
+    half_made.disable = False  # as tqdm's __init__ leaves it just before it sets `pos`
+    half_made.__del__()  # no AttributeError (tqdm's own: 'object has no attribute pos')
+    with loop.Progress(range(3), show=False) as bar:  # off the terminal: no bar at all
+        assert list(bar) == [0, 1, 2] and bar.disable

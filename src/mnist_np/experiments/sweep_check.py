@@ -5,6 +5,7 @@ sweep's numerics taken before any job starts."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import math
 from pathlib import Path
@@ -57,11 +58,27 @@ def _with_values(base: DictConfig, first: list[str], overrides: list[str]) -> Di
     return cfg
 
 
+def check_launcher(hydra_cfg: DictConfig) -> None:
+    """The launcher's plugin must be installed: Ray's comes with the cluster extra, which one
+    person's `make run` does not install."""
+    target = hydra_cfg.launcher._target_
+    try:
+        found = importlib.util.find_spec(target.rsplit(".", 1)[0]) is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise ConfigError(
+            f"the launcher {target} is not installed; Ray's comes with the cluster extra: "
+            "pip install -e '.[cluster]' (or make setup-dev)"
+        )
+
+
 def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     """Check every combination the sweep will launch; return the first, validated. The sweep process
     takes the combinations' numerics (numerics.require) before any job starts, and its jobs inherit it."""
     params = hydra_cfg.sweeper.get("params")  # Optuna's search space; None for the basic sweeper
     space = OmegaConf.to_container(params, resolve=False) if params else {}
+    check_launcher(hydra_cfg)
     fetch_processed(root)
     first = None
     combinations = _combinations(list(hydra_cfg.overrides.task), space)

@@ -185,6 +185,19 @@ def blas_threads(hidden: int, batch: int, share: int, numerics: str = "native") 
     return 1 if hidden * batch < SINGLE_BLAS_THREAD_BELOW or numerics == "portable" else share
 
 
+class Progress(tqdm):
+    """tqdm's bar, shown on a terminal only (tqdm's own rule for disable=None), whose clean-up survives
+    a Ctrl-C or SIGTERM that lands while the bar is being made: tqdm's __del__ then fails on the
+    half-made bar and prints a traceback after the run's one error line."""
+
+    def __init__(self, *args, show: bool = True, **kwargs) -> None:
+        super().__init__(*args, disable=None if show else True, **kwargs)
+
+    def __del__(self) -> None:
+        if hasattr(self, "pos"):
+            super().__del__()
+
+
 CHANCE_LOSS = float(np.log(reference.N_CLASSES))  # cross-entropy of a uniform guess
 
 
@@ -271,12 +284,12 @@ def fit(
             start = time.perf_counter()
             lr = train.lr * train.lr_decay ** (epoch - 1)
             order = order_rng.permutation(n)
-            batches = tqdm(
+            batches = Progress(
                 shuffled_batches((x, one_hot), order, train.batch_size, first_rows=first_rows),
                 total=len(outputs.views),
                 desc=f"epoch {epoch}/{train.epochs}",
                 unit="batch",
-                disable=not progress,
+                show=progress,
                 leave=False,
                 mininterval=1.0,
             )
