@@ -6,8 +6,10 @@
 Each run trains in a process of its own (the numerics are fixed when NumPy loads), the default
 network's loop (plain SGD, He init) at hidden 10 / batch 32 and hidden 1024 / batch 128 on the real
 training split; a run's time is its median epoch of gradient steps. The two modes take turns, and
-the ratio reported is the median over `repeats` of the paired ratios portable / native. The JSON
-names the CPU and the kernels and threads each mode used.
+the ratio reported is the median over `repeats` of the paired ratios portable / native. A third
+side, native with OpenBLAS's Haswell kernels forced, splits the cost: the kernel family alone
+(haswell / native) against the threads and NumPy's dispatch (portable / haswell). The JSON names the
+CPU and the kernels and threads each side used.
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [(10, 32), (1024, 128)]  # (hidden size, batch size)
+SIDES = {  # the environment each side's process starts with
+    "portable": {"MNIST_NP_NUMERICS": "portable"},
+    "native": {"MNIST_NP_NUMERICS": "native"},
+    "haswell": {"MNIST_NP_NUMERICS": "native", "OPENBLAS_CORETYPE": "Haswell"},
+}
 
 
 def one_run(hidden: int, batch: int, epochs: int) -> dict:
@@ -42,8 +49,8 @@ def one_run(hidden: int, batch: int, epochs: int) -> dict:
     return {"seconds": statistics.median(s.seconds for s in fit.history), **tags}
 
 
-def run_side(mode: str, hidden: int, batch: int, epochs: int) -> dict:
-    env = {**os.environ, "MNIST_NP_NUMERICS": mode}
+def run_side(side: str, hidden: int, batch: int, epochs: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} | SIDES[side]
     cmd = [sys.executable, __file__, "--child", f"{hidden},{batch},{epochs}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -65,23 +72,18 @@ def main() -> None:
         return
     result = {"repeats": args.repeats, "epochs_per_run": args.epochs, "cases": []}
     for hidden, batch in CASES:
-        runs: dict[str, list[dict]] = {"portable": [], "native": []}
+        runs: dict[str, list[dict]] = {side: [] for side in SIDES}
         for _ in range(args.repeats):
-            for mode in runs:
-                runs[mode].append(run_side(mode, hidden, batch, args.epochs))
-        ratios = [p["seconds"] / n["seconds"] for p, n in zip(runs["portable"], runs["native"])]
-        case = {
-            "hidden": hidden,
-            "batch": batch,
-            **{
-                f"{mode}_s_per_epoch": round(statistics.median(r["seconds"] for r in rs), 4)
-                for mode, rs in runs.items()
-            },
-            "ratio_portable_over_native": round(statistics.median(ratios), 3),
-            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
-            **{f"{mode}_blas": rs[0]["numerics.blas.scipy"] for mode, rs in runs.items()},
-            **{f"{mode}_numpy_simd": rs[0]["numerics.numpy_simd"] for mode, rs in runs.items()},
-        }
+            for side in runs:
+                runs[side].append(run_side(side, hidden, batch, args.epochs))
+        case = {"hidden": hidden, "batch": batch}
+        case |= {f"{side}_s_per_epoch": round(median_seconds(rs), 4) for side, rs in runs.items()}
+        for over, under in (("portable", "native"), ("haswell", "native"), ("portable", "haswell")):
+            ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs[over], runs[under])]
+            case[f"ratio_{over}_over_{under}"] = round(statistics.median(ratios), 3)
+            case[f"ratio_{over}_over_{under}_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+        case |= {f"{side}_blas": rs[0]["numerics.blas.scipy"] for side, rs in runs.items()}
+        case |= {f"{side}_numpy_simd": rs[0]["numerics.numpy_simd"] for side, rs in runs.items()}
         result["cpu"] = runs["native"][0]["numerics.cpu"]
         result["cases"].append(case)
         print(json.dumps(case), file=sys.stderr)
