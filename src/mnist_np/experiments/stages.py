@@ -219,7 +219,7 @@ def evaluate(
     return summary
 
 
-def test_checksum(processed_dir: Path) -> str:
+def sha256_of_test_split(processed_dir: Path) -> str:
     return splits.load_stats(processed_dir)["processed_sha256"]["test.npz"]
 
 
@@ -250,7 +250,7 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
     ):
         fit = train(cfg, data, models_dir, reports_dir / HISTORY_FILE)
         earlier = earlier_test_metrics(
-            reports_dir, sha256_file(models_dir / WEIGHTS_FILE), test_checksum(processed_dir)
+            reports_dir, sha256_file(models_dir / WEIGHTS_FILE), sha256_of_test_split(processed_dir)
         )
         if earlier:
             mlflow.log_metrics(earlier)
@@ -284,7 +284,7 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
             f"no run in MLflow experiment {cfg.tracking.experiment!r} at {mlflow.get_tracking_uri()} "
             f"wrote {weights_path}; train into this store again with `dvc repro --force train`"
         )
-    scored = {"weights_sha256": digest, "test_sha256": test_checksum(processed_dir)}
+    scored = {"weights_sha256": digest, "test_sha256": sha256_of_test_split(processed_dir)}
     with mlflow.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
         summary = evaluate(params, test, reports_dir, found[0].data.metrics, scored)
     log.info(
