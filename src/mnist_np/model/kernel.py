@@ -9,10 +9,16 @@ hundreds of float64 steps), arranged for speed:
 - preallocated workspaces, so a training step allocates nothing;
 - all parameters in one vector (Flat), so momentum and weight decay are single BLAS axpy calls.
 
-Layout: samples are rows (X is m x 784, as stored), and every (m, units) array is Fortran-ordered
-as BLAS writes it: in memory that is the note's (units x m) column layout. Products appear
-transposed against the note (Z1 = X W1 is the note's (W1^T X0)^T). Every array keeps the
-parameters' dtype: scalars are Python floats, so NumPy 2 never promotes float32 to float64.
+Layout: samples are rows (X is m x 784, as stored), so products appear transposed against the
+note (Z1 = X W1 is the note's (W1^T X0)^T). Every array has the shape its name has in this
+transposed form; its order in memory is a speed choice that `_product` turns into the BLAS call:
+- the output arrays (m, 10) are Fortran-ordered as BLAS writes them, the note's (10 x m) columns;
+- the hidden arrays (m, H) and W1 (784, H) are Fortran-ordered too for H >= 64, C-ordered for
+  smaller H (`hidden_order`): OpenBLAS's Haswell kernels run each ordering's products faster on
+  its side of that line (docs/performance.md). The order sets which product BLAS computes (Z1 or
+  Z1^T), hence the summation order: it is a function of H alone, so a seed's bits still are.
+Every array keeps the parameters' dtype: scalars are Python floats, so NumPy 2 never promotes
+float32 to float64.
 """
 
 from __future__ import annotations
@@ -24,13 +30,21 @@ from scipy.linalg import blas
 
 from .reference import Params
 
+# Below this many hidden units the hidden arrays and W1 are C-ordered: at H = 10 a training step
+# (batch 32) is 15% faster so, at H = 1024-2048 4-30% slower (docs/performance.md).
+ROW_ORDER_BELOW = 64
+
+
+def hidden_order(hidden: int) -> str:
+    """The memory order of W1 and the (m, H) arrays for `hidden` units: "C" or "F"."""
+    return "C" if hidden < ROW_ORDER_BELOW else "F"
+
 
 class Flat(NamedTuple):
     """All parameters (or velocities) in one vector, with dict views into it.
 
-    Layout: [W1 stored as (H, n_in), W2 stored as (10, H), b1, b2], so that the (n_in, H) and
-    (H, 10) views are Fortran-contiguous, the order BLAS writes, and weight decay touches
-    vector[:n_weights] only.
+    Layout: [W1 (n_in, H) in hidden_order(H), W2 (H, 10) Fortran-ordered, b1, b2], so weight decay
+    touches vector[:n_weights] only.
     """
 
     vector: np.ndarray
@@ -47,8 +61,8 @@ def pack(params: Params) -> Flat:
     for key, size in sizes.items():
         views[key] = vector[start : start + size]
         start += size
-    views["W1"] = views["W1"].reshape(hidden, n_in).T
-    views["W2"] = views["W2"].reshape(n_out, hidden).T
+    views["W1"] = views["W1"].reshape((n_in, hidden), order=hidden_order(hidden))
+    views["W2"] = views["W2"].reshape((hidden, n_out), order="F")
     for key, view in views.items():
         view[...] = params[key]
     return Flat(vector, {k: views[k] for k in ("W1", "b1", "W2", "b2")}, sizes["W1"] + sizes["W2"])
@@ -66,26 +80,38 @@ def one_hot_rows(y: np.ndarray, n_classes: int, dtype) -> np.ndarray:
 
 # The BLAS calls, every argument positional (f2py parses keywords more slowly, which shows at
 # hidden 10; docs/performance.md). Each checks that BLAS wrote into `out` itself: the wrapper silently writes
-# a copy of an `out` it cannot use (wrong dtype or not Fortran-contiguous).
+# a copy of an `out` it cannot use (wrong dtype or not contiguous).
 
 
 def _refuse(out: np.ndarray, dtype: np.dtype) -> None:
     raise ValueError(
-        f"BLAS output must be a Fortran-contiguous {dtype} array: got {out.dtype}, "
-        f"Fortran-contiguous={out.flags.f_contiguous}"
+        f"BLAS output must be a contiguous {dtype} array: got {out.dtype}, "
+        f"C-contiguous={out.flags.c_contiguous}, Fortran-contiguous={out.flags.f_contiguous}"
     )
 
 
-def _gemm(gemm, scale: float, a, b, beta: float, out, trans_a: int = 0, trans_b: int = 0) -> np.ndarray:
-    """out <- beta out + scale op(a) op(b), op = transpose where asked."""
-    if gemm(scale, a, b, beta, out, trans_a, trans_b, 1) is not out:
+def _blas_operand(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """a as BLAS reads it, a Fortran-ordered array and whether to transpose it: a C-ordered a is
+    its transpose in Fortran order, which BLAS transposes back."""
+    return (a, 0) if a.flags.f_contiguous else (a.T, 1)
+
+
+def _product(gemm, scale: float, a, b, beta: float, out) -> np.ndarray:
+    """out <- beta out + scale a b, for operands and out of either memory order. BLAS writes only
+    Fortran order, so a C-ordered out is filled as out^T <- beta out^T + scale b^T a^T."""
+    if out.flags.f_contiguous:
+        (a, trans_a), (b, trans_b), target = _blas_operand(a), _blas_operand(b), out
+    else:
+        (a, trans_a), (b, trans_b), target = _blas_operand(b.T), _blas_operand(a.T), out.T
+    if gemm(scale, a, b, beta, target, trans_a, trans_b, 1) is not target:
         _refuse(out, a.dtype)
     return out
 
 
 def _column_sums(gemv, scale: float, a, ones, beta: float, out) -> None:
     """out <- beta out + scale a^T 1: the sums of a's columns as one product."""
-    if gemv(scale, a, ones, beta, out, 0, 1, 0, 1, 1, 1) is not out:
+    a, trans = (a, 1) if a.flags.f_contiguous else (a.T, 0)
+    if gemv(scale, a, ones, beta, out, 0, 1, 0, 1, trans, 1) is not out:
         _refuse(out, a.dtype)
 
 
@@ -104,8 +130,9 @@ class Workspace:
 
     def __init__(self, params: Params, batch: int) -> None:
         hidden, n_out, dtype = params["W2"].shape[0], params["W2"].shape[1], params["W1"].dtype
-        self.X1, self.E1 = np.empty((batch, hidden), dtype, "F"), np.empty((batch, hidden), dtype, "F")
-        self.active = np.empty((batch, hidden), bool, "F")
+        order = hidden_order(hidden)
+        self.X1, self.E1 = np.empty((batch, hidden), dtype, order), np.empty((batch, hidden), dtype, order)
+        self.active = np.empty((batch, hidden), bool, order)
         self.Z2, self.P, self.E2 = (np.empty((batch, n_out), dtype, "F") for _ in range(3))
         self.sums = np.empty((batch, 1), dtype)
         self.ones = np.ones(batch, dtype)  # bias gradients are sums over the batch: E^T 1
@@ -125,12 +152,12 @@ def forward(params: Params, X: np.ndarray, ws: Workspace) -> Forward:
     """Design steps 1-2 for X (m, 784), into the workspace; the shifted logits and softmax sums
     land in ws.Z2 and ws.sums."""
     sums = ws.sums
-    # Step 1: X.T is the C-ordered X seen as the Fortran array BLAS reads.
-    X1 = _gemm(ws.gemm, 1.0, X.T, params["W1"], 0.0, ws.X1, trans_a=1)
+    # Step 1.
+    X1 = _product(ws.gemm, 1.0, X, params["W1"], 0.0, ws.X1)
     X1 += params["b1"]
     np.maximum(X1, 0, out=X1)
     # Step 2, then a stable softmax along each row, in place.
-    Z2 = _gemm(ws.gemm, 1.0, X1, params["W2"], 0.0, ws.Z2)
+    Z2 = _product(ws.gemm, 1.0, X1, params["W2"], 0.0, ws.Z2)
     Z2 += params["b2"]
     np.maximum.reduce(Z2, axis=1, out=sums, keepdims=True)
     Z2 -= sums
@@ -157,13 +184,13 @@ def accumulate_gradients(
     scale /= X.shape[0]  # the batch mean's 1/m, folded into the products' scale
     E2 = np.subtract(fwd.P, Y, out=ws.E2)  # step 3
     # Step 5 before 4: E1 = E2 W2^T * [Z1 > 0], the transpose of the note's (W2 E2) * [Z1 > 0].
-    E1 = _gemm(ws.gemm, 1.0, E2, params["W2"], 0.0, ws.E1, trans_b=1)
+    E1 = _product(ws.gemm, 1.0, E2, params["W2"].T, 0.0, ws.E1)
     E1 *= np.greater(fwd.X1, 0, out=ws.active)
     # Step 4: dW2 = X1^T E2; db2 = E2^T 1 (a product with ones beats a sum over the batch axis).
-    _gemm(ws.gemm, scale, fwd.X1, E2, beta, into["W2"], trans_a=1)
+    _product(ws.gemm, scale, fwd.X1.T, E2, beta, into["W2"])
     _column_sums(ws.gemv, scale, E2, ws.ones, beta_bias, into["b2"])
     # Step 6: dW1 = X^T E1; db1 = E1^T 1.
-    _gemm(ws.gemm, scale, X.T, E1, beta, into["W1"])
+    _product(ws.gemm, scale, X.T, E1, beta, into["W1"])
     _column_sums(ws.gemv, scale, E1, ws.ones, beta_bias, into["b1"])
 
 
