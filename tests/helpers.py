@@ -3,19 +3,26 @@ never each other."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
+import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
+from filelock import FileLock
 from omegaconf import OmegaConf
 
 from mnist_np import composition, config, numerics, processes
@@ -90,6 +97,37 @@ def run(
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
     return done
+
+
+def in_process(script: str | Path, args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python script *args` in `cwd` with `env`, run in this process: its exit status, stdout and
+    stderr, as subprocess.run(capture_output=True, text=True) gives them. For bad-input cases, where
+    no signal or process boundary is under test: a fresh interpreter costs ~2 s (import mlflow).
+
+    The numerics stay this process's own (they are fixed when NumPy loads), and argv[0] names no
+    file, so a command that would restart itself in other numerics fails with its one line instead."""
+    own_numerics = {k: v for k, v in os.environ.items() if k in numerics.PORTABLE_ENV or k.startswith(numerics.SAVED)}
+    saved = (dict(os.environ), os.getcwd(), sys.argv, signal.getsignal(signal.SIGTERM))
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    try:
+        os.environ.clear()
+        os.environ.update({**env, **own_numerics})
+        if "MLFLOW_TRACKING_URI" in env:
+            mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        os.chdir(cwd)
+        sys.argv = [f"{script} (in-process)", *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        environ, cwd_before, sys.argv, sigterm = saved
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd_before)
+        signal.signal(signal.SIGTERM, sigterm)  # cli.run's handler turns SIGTERM into an exception
+    return subprocess.CompletedProcess([str(script), *map(str, args)], status, out.getvalue(), err.getvalue())
 
 
 def sweep_cmd(workdir: Path, *overrides: str) -> list[str]:
@@ -233,3 +271,24 @@ def train_project(root: Path, mirror: Path, *overrides: str) -> Trained:
     finally:
         mlflow.set_tracking_uri(session_uri)
     return Trained(root, run.info.run_id, uri)
+
+
+def built_once(factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], dict]) -> dict:
+    """What `build(directory)` returns (a dict of JSON values; paths come back as strings), built
+    once per test run however many pytest-xdist workers ask: the first one builds under a file lock
+    in the directory all workers of this run share, the others wait for it and read its record."""
+    base = factory.getbasetemp() if worker_id == "master" else factory.getbasetemp().parent
+    record = base / name / "built.json"
+    with FileLock(base / f"{name}.lock"):
+        if not record.is_file():
+            shutil.rmtree(base / name, ignore_errors=True)  # what a failed build left
+            (base / name).mkdir()
+            record.write_text(json.dumps(build(base / name), default=str))
+    return json.loads(record.read_text())
+
+
+def trained_once(factory, worker_id: str, mirror: Path, name: str, *overrides: str) -> Trained:
+    """train_project(..., *overrides) once per test run, in `name` of the directory every
+    pytest-xdist worker shares."""
+    built = built_once(factory, worker_id, name, lambda root: vars(train_project(root, mirror, *overrides)))
+    return Trained(Path(built["root"]), built["run_id"], built["uri"])

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import Trained, project_config, tiny_problem, train_project
+from helpers import Trained, project_config, tiny_problem, trained_once
 from mnist_np.config import AugmentConfig
 from mnist_np.data import splits
 from mnist_np.errors import ConfigError
@@ -136,11 +136,13 @@ def test_the_distorting_process_follows_the_trainers_share_of_the_cores():
             os.sched_setaffinity(0, allowed)
 
 
-@pytest.fixture(scope="module")
-def augmented(tmp_path_factory, mnist_mirror) -> Trained:
+@pytest.fixture(scope="session")
+def augmented(tmp_path_factory, worker_id, mnist_mirror) -> Trained:
     """conf/experiment/augmented.yaml shortened to 4 of its epochs, through the train stage (the full
-    run, 6-7 minutes, is not part of the suite; docs/accuracy.md has its results)."""
-    return train_project(tmp_path_factory.mktemp("augmented"), mnist_mirror, "+experiment=augmented", "train.epochs=4")
+    run, 13-20 minutes, is not part of the suite; docs/accuracy.md has its results)."""
+    return trained_once(
+        tmp_path_factory, worker_id, mnist_mirror, "augmented", "+experiment=augmented", "train.epochs=4"
+    )
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one cluster for the module
 
 
 def postgres_available() -> bool:

@@ -247,7 +247,7 @@ def capture(digit: np.ndarray, condition: str, rng: np.random.Generator) -> tupl
     return image, ("jpg" if condition in ("jpeg", "photo") else "png")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: under xdist a worker may run other modules between a condition's tests
 def captured(mnist_mirror, tmp_path_factory):
     """condition -> (what the network sees of the CAPTURES test digits captured so, the digits
     untouched, their labels). Each condition's image files are written and read back through
@@ -272,8 +272,13 @@ def captured(mnist_mirror, tmp_path_factory):
     return get
 
 
+CONDITIONS = ["clean", "noise", "lighting", "jpeg", "pencil", "photo"]
+
+
 @pytest.mark.parametrize("model", ["default", "best"])
-@pytest.mark.parametrize("condition", ["clean", "noise", "lighting", "jpeg", "pencil", "photo"])
+@pytest.mark.parametrize(  # both models of a condition on one xdist worker: its images are made once
+    "condition", [pytest.param(c, marks=pytest.mark.xdist_group(f"captured-{c}")) for c in CONDITIONS]
+)
 def test_captured_digits_read_within_two_points_of_the_untouched_ones(request, captured, condition, model):
     root = request.getfixturevalue(f"trained_{model}").root
     seen, images, labels = captured(condition)
