@@ -24,13 +24,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, sweep_cmd, wait_for
+from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, in_process, sweep_cmd, wait_for
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.files import save_npz
 from mnist_np.model import reference, weights
 
-pytestmark = pytest.mark.slow  # every test starts Python processes that import MLflow
+pytestmark = pytest.mark.slow  # every test trains or imports MLflow
 TRAIN, EVALUATE = str(REPO / "pipelines" / "train.py"), str(REPO / "pipelines" / "evaluate.py")
 
 
@@ -78,7 +78,8 @@ def stage_cmd(script: str) -> list[str]:
 
 
 def stage(script: str, work: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(stage_cmd(script), cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    """The stage run to its end, in this process (signals go to Watched processes of their own)."""
+    return in_process(script, stage_cmd(script)[2:], work, env)
 
 
 def all_runs(env: dict) -> pd.DataFrame:
