@@ -19,12 +19,12 @@ import optuna
 import pytest
 import sqlalchemy
 
-from helpers import REPO, SOURCE, api, project_config, run, sweep_cmd, write_tiny_mnist
+from helpers import REPO, SOURCE, api, project_config, run, sweep_cmd, wait_for, write_tiny_mnist
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one cluster for the module
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster-and-e2e")]  # conftest.py: why one group
 
 
 def postgres_available() -> bool:
@@ -139,28 +139,31 @@ def test_sweeps_starting_together_on_an_empty_database_all_get_the_study_tables(
     database = f"race_{os.getpid()}"
     with sqlalchemy.create_engine(f"{server}/mlflow", isolation_level="AUTOCOMMIT").connect() as db:
         db.execute(sqlalchemy.text(f"CREATE DATABASE {database}"))
-    # A barrier: each process imports, says it is ready and waits for a line on its stdin; only when
-    # all 16 are ready does any of them get it, so they open the storage together however slow the
-    # machine is.
+    # The collision made certain however loaded the machine: the test holds Optuna's first table,
+    # created in a transaction of its own and not committed, so every process that reaches its own
+    # CREATE TABLE waits on it in PostgreSQL; once all 16 wait, the test rolls back and they collide.
     code = (
         "import logging, sys; from mnist_np.experiments.optuna_sweeper import open_storage; "
-        "logging.basicConfig(level=logging.INFO); print('ready', flush=True); sys.stdin.readline(); "
-        "open_storage(sys.argv[1])"
+        "logging.basicConfig(level=logging.INFO); open_storage(sys.argv[1])"
     )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, f"{server}/{database}"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(16)
-    ]
-    assert [p.stdout.readline() for p in procs] == ["ready\n"] * 16
-    for p in procs:
-        p.stdin.write("go\n")
-        p.stdin.flush()
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = :db AND wait_event_type = 'Lock'"
+    procs = []
+    with sqlalchemy.create_engine(f"{server}/{database}").connect() as holder:
+        held = holder.begin()
+        holder.execute(sqlalchemy.text("CREATE TABLE studies (study_id integer)"))
+        try:
+            for _ in range(16):
+                cmd = [sys.executable, "-c", code, f"{server}/{database}"]
+                procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            # Autocommit: pg_stat_activity is a snapshot that lasts as long as the reading transaction.
+            with sqlalchemy.create_engine(f"{server}/mlflow", isolation_level="AUTOCOMMIT").connect() as watch:
+                wait_for(
+                    lambda: watch.execute(sqlalchemy.text(waiting), {"db": database}).scalar() >= 16,
+                    timeout=120,
+                    what="16 processes waiting on the held table",
+                )
+        finally:
+            held.rollback()
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 16, "\n".join(errors)
     assert any("creating Optuna's tables" in e for e in errors), "no process had to retry: no race happened"

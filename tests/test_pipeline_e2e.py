@@ -25,7 +25,7 @@ from helpers import Watched, clean_env, copy_checkout, run, wait_for, write_tiny
 from mnist_np import processes
 from mnist_np.files import sha256_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # one project, changed test by test
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster-and-e2e")]  # conftest.py: why one group
 EPOCHS = 2
 
 
