@@ -187,6 +187,12 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition"):
     return value
 
 
+def _interruptible() -> None:
+    """Ctrl-C's default in a child, whatever this process inherited: a shell starts background jobs
+    with SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Watched:
     """A process whose output lines are collected as they come, so a test can act on them."""
 
@@ -201,6 +207,7 @@ class Watched:
             stderr=subprocess.PIPE,
             text=True,
             process_group=0 if group else None,
+            preexec_fn=_interruptible,
         )
         self.out, self.err = [], []
         self.readers = [
