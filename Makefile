@@ -31,7 +31,7 @@ run: setup
 test: setup-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
-# Unit and integration tests only (about 30 s).
+# Unit and integration tests only (30-40 s on 2 cores).
 test-fast: setup-dev
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
 
