@@ -71,7 +71,7 @@ PAPER_GRID = 128  # the paper's shading is estimated on a grid this many cells o
 NOISE_SIGMAS = 3.0  # ink must stand out this many noise standard deviations from the paper
 STRONG = 0.25  # the digit's parts are found where the (smoothed) ink reaches this fraction of its peak
 REACH = 0.5  # parts of the digit lie within this fraction of its largest part's size from it
-SCALE_PX = 256  # smoothing and edge widths are one pixel per this many on the longer side (at least 1)
+SCALE_PX = 256  # the digit is found on blocks making about this many on the longer side (at least 1 pixel each)
 FULL = 254  # MNIST's strokes peak at 254 or 255; weaker ink is stretched to 255
 
 
@@ -110,33 +110,68 @@ def digit_parts(strong: np.ndarray, ink: np.ndarray) -> np.ndarray:
     return np.isin(labels, near)
 
 
+def blocks(image: np.ndarray, step: int) -> np.ndarray:
+    """The means of `image`'s step x step blocks (a remainder under one block at the edges dropped)."""
+    h, w = image.shape[0] // step, image.shape[1] // step
+    return image[: h * step, : w * step].reshape(h, step, w, step).mean(axis=(1, 3), dtype=np.float32)
+
+
+def digit_ink(gray, near, step, paper_coarse, sign, offset, low) -> np.ndarray:
+    """The ink at full resolution within the bounding box of `near` (a mask on the step x step
+    blocks): each pixel's level above the paper (the coarse model, interpolated), zero away from
+    `near` and where the paper's grain (`low`) could explain it."""
+    rows, cols = np.nonzero(near.any(axis=1))[0], np.nonzero(near.any(axis=0))[0]
+    top, left = rows[0] * step, cols[0] * step
+    # A mask touching the last block row or column takes the remainder under one block with it.
+    bottom = gray.shape[0] if rows[-1] == near.shape[0] - 1 else (rows[-1] + 1) * step
+    right = gray.shape[1] if cols[-1] == near.shape[1] - 1 else (cols[-1] + 1) * step
+    mask = np.repeat(np.repeat(near[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], step, 0), step, 1)
+    mask = np.pad(mask, [(0, bottom - top - mask.shape[0]), (0, right - left - mask.shape[1])], mode="edge")
+    if np.ndim(paper_coarse):  # linearly between block means; block i's mean sits at pixel (i + 0.5) * step - 0.5
+        y = (np.arange(top, bottom, dtype=np.float32) + 0.5) / step - 0.5
+        x = (np.arange(left, right, dtype=np.float32) + 0.5) / step - 0.5
+        paper_coarse = ndimage.map_coordinates(paper_coarse, np.meshgrid(y, x, indexing="ij"), order=1, mode="nearest")
+    ink = sign * (paper_coarse - gray[top:bottom, left:right]) - offset
+    return np.where(mask & (ink > low), ink, 0).astype(np.float32)
+
+
 def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     """A 2-D gray image of one digit -> (28, 28) float32 in 0-255, light ink on black, MNIST layout.
 
-    The paper is modelled (uneven light included) and subtracted. The digit's parts are where the
-    ink, smoothed against grain, is strong; its pixels are those near them that stand out from the
-    paper by more than its grain (NOISE_SIGMAS robust standard deviations, and `noise_floor`).
-    Ink weaker than MNIST's (pencil, a dim photo) is stretched to full contrast.
+    The digit is found at a coarse scale, about SCALE_PX pixels on the longer side (block means:
+    smoothing against grain that costs one pass over a large photo): the paper is modelled (uneven
+    light included) and subtracted, and the digit's parts are where the ink is strong. Its pixels
+    are then read at full resolution, near those parts only: those that stand out from the paper
+    by more than its grain (NOISE_SIGMAS robust standard deviations, and `noise_floor`). Ink weaker
+    than MNIST's (pencil, a dim photo) is stretched to full contrast.
     """
     gray = np.asarray(gray, dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
     # Polarity: a light border means dark ink on light paper, as people draw; MNIST is the reverse.
-    dark_ink = background >= 128
-    if min(gray.shape) >= PAPER_MODEL_MIN_SIDE:
-        background = paper(gray, dark_ink)
-    ink = background - gray if dark_ink else gray - background
-    ink -= np.float32(np.median(ink))  # the paper at 0 (most of any page is paper)
-    spread = float(np.median(np.abs(ink))) * 1.4826  # the grain's standard deviation, robustly
+    dark_ink = float(np.median(border)) >= 128
+    sign = np.float32(1 if dark_ink else -1)  # ink = sign * (paper - gray)
+    step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
+    coarse = blocks(gray, step) if step > 1 else gray
+    paper_coarse = (
+        paper(coarse, dark_ink) if min(gray.shape) >= PAPER_MODEL_MIN_SIDE else np.float32(np.median(border))
+    )
+    # The grain, from one full-resolution pixel per block (its centre, where the block's paper
+    # level holds): most of any page is paper, so the median is the paper and the median absolute
+    # deviation its grain's spread.
+    centres = gray[step // 2 :: step, step // 2 :: step][: coarse.shape[0], : coarse.shape[1]]
+    grain = sign * (paper_coarse - centres)
+    offset = np.float32(np.median(grain))
+    spread = float(np.median(np.abs(grain - offset))) * 1.4826
     low = max(noise_floor, NOISE_SIGMAS * spread)
-    px = max(1, round(max(gray.shape) / SCALE_PX))
-    smooth = ndimage.gaussian_filter(ink, sigma=px) if spread > 0 else ink
+    ink = sign * (paper_coarse - coarse) - offset
+    smooth = ndimage.gaussian_filter(ink, sigma=1) if spread > 0 else ink
     peak = float(smooth.max())
     if peak <= low:
         raise DataError("no ink found: the image is blank (one uniform colour or only noise)")
     parts = digit_parts(smooth > max(low, STRONG * peak), smooth)
-    near = ndimage.binary_dilation(parts, iterations=2 * px)  # the strokes' soft edges
-    ink = np.where(near & (ink > low), ink, 0).astype(np.float32)
+    # The strokes' soft edges: two pixels on an image at full scale, one block where blocks hold two or more.
+    near = ndimage.binary_dilation(parts, iterations=max(1, 2 // step))
+    ink = digit_ink(gray, near, step, paper_coarse, sign, offset, low)
     if float(ink.max()) < FULL:  # the smoothed peak: a grainy pixel does not set the contrast
         ink *= np.float32(255 / peak)
     ink = np.clip(ink, 0, 255)
