@@ -27,13 +27,18 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# pytest and each of its workers rewrite the asserts of ~200 modules (Hypothesis, Hydra and other
+# plugins' packages included) and compile ours at every start unless it may keep the result
+# (__pycache__): an environment with PYTHONDONTWRITEBYTECODE set costs 2-3 s per process and run.
+PYTEST := PYTHONDONTWRITEBYTECODE= PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
 # Every test, including the slow ones that train on real MNIST and run real `dvc repro`.
 test: setup-dev
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	$(PYTEST)
 
-# Unit and integration tests only (30-40 s on 2 cores).
+# The in-process tests only (no training on real MNIST, DVC pipeline, server or MLflow interpreter).
 test-fast: setup-dev
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Lint and formatting (ruff, configured in pyproject.toml); CI runs `make lint` before the tests.
 lint: setup-dev

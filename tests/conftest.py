@@ -12,25 +12,24 @@ run for all workers (helpers.trained_once)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 # isort: off
 import mnist_np  # noqa: F401  (first: it sets up the portable numerics before anything loads NumPy)
 
 # isort: on
-import mlflow
 import pytest
 
-from helpers import REPO, Trained, project_config, trained_once, write_tiny_mnist
+from helpers import REPO, Trained, migrated_store, project_config, trained_once, write_tiny_mnist
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_mlflow_store(tmp_path_factory):
     """Tests never write into the repository's mlflow.db. One store for the session, so its schema
-    is migrated once; tests that count runs use an experiment or a store of their own."""
-    store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    is copied from a migrated one; tests that count runs use an experiment or a store of their own."""
     previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+    os.environ["MLFLOW_TRACKING_URI"] = migrated_store(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
     yield
     if previous is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -43,7 +42,9 @@ def _restore_tracking_uri():
     """Undo a test's own tracking URI (mlflow.set_tracking_uri sets MLflow's and the environment's)."""
     session_uri = os.environ["MLFLOW_TRACKING_URI"]
     yield
-    mlflow.set_tracking_uri(session_uri)
+    os.environ["MLFLOW_TRACKING_URI"] = session_uri
+    if "mlflow" in sys.modules:  # else no test set MLflow's own URI
+        sys.modules["mlflow"].set_tracking_uri(session_uri)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """Helpers shared by the test modules (fixtures live in conftest.py). Test modules import this,
-never each other."""
+never each other. MLflow is imported inside the functions that use it: pytest-xdist's controller
+process loads this module through conftest.py and never needs MLflow (1.4 s to import)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import http.server
 import io
 import json
 import os
@@ -15,11 +17,10 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from filelock import FileLock
@@ -32,6 +33,7 @@ from mnist_np.files import sha256_file
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SWEEP = str(REPO / "pipelines" / "sweep.py")
+STORE_TEMPLATES = REPO / ".pytest_cache" / "mlflow-stores"  # migrated_store's templates
 NAMES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
@@ -113,6 +115,8 @@ def in_process(script: str | Path, args: list[str], cwd: Path, env: dict[str, st
         os.environ.clear()
         os.environ.update({**env, **own_numerics})
         if "MLFLOW_TRACKING_URI" in env:
+            import mlflow
+
             mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
         os.chdir(cwd)
         sys.argv = [f"{script} (in-process)", *map(str, args)]
@@ -261,13 +265,15 @@ class Trained:
 def train_project(root: Path, mirror: Path, *overrides: str) -> Trained:
     """Prepare the real data and train with the project's configuration plus `overrides`, as the
     normalize and train stages do."""
+    import mlflow
+
     from mnist_np.data import splits
     from mnist_np.experiments import stages
     from mnist_np.tracking import store
 
     cfg = project_config(*overrides)
     splits.save(root / "data" / "processed", *splits.prepare(mirror, cfg.data, SOURCE))
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = migrated_store(root / "mlflow.db")
     session_uri = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
@@ -278,6 +284,37 @@ def train_project(root: Path, mirror: Path, *overrides: str) -> Trained:
     finally:
         mlflow.set_tracking_uri(session_uri)
     return Trained(root, run.info.run_id, uri)
+
+
+@contextlib.contextmanager
+def http_server(handler) -> Iterator[str]:
+    """`handler` served on a free loopback port from a thread: yields the base URL (no trailing /)."""
+    server = http.server.ThreadingHTTPServer((processes.HOST, 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://{processes.HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()  # returns within one poll_interval
+        server.server_close()
+
+
+def migrated_store(path: Path) -> str:
+    """The URI of a new SQLite MLflow store at `path`, MLflow's schema already in place: a copy of
+    one empty store migrated once per MLflow version, kept in .pytest_cache for later runs and
+    shared by every worker (migrating takes ~2 s, a copy milliseconds)."""
+    import mlflow
+
+    STORE_TEMPLATES.mkdir(parents=True, exist_ok=True)
+    template = STORE_TEMPLATES / f"mlflow-{mlflow.__version__}.db"
+    with FileLock(f"{template}.lock"):
+        if not template.is_file():
+            building = template.with_suffix(".building")
+            building.unlink(missing_ok=True)  # what an interrupted build left
+            mlflow.MlflowClient(f"sqlite:///{building}").search_experiments()  # creates and migrates it
+            os.replace(building, template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 def built_once(factory: pytest.TempPathFactory, worker_id: str, name: str, build: Callable[[Path], dict]) -> dict:

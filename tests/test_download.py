@@ -6,11 +6,10 @@ URL sources are served by a real HTTP server on 127.0.0.1; directories by the fi
 import functools
 import http.server
 import shutil
-import threading
 
 import pytest
 
-from helpers import SOURCE, tiny_source, write_tiny_mnist
+from helpers import SOURCE, http_server, tiny_source, write_tiny_mnist
 from mnist_np.data import download
 from mnist_np.errors import DownloadError
 
@@ -28,12 +27,8 @@ def http_mirror(tmp_path):
     root.mkdir()
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with http_server(handler) as url:
+        yield root, f"{url}/"
 
 
 def with_mirrors(source, mirrors):

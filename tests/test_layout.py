@@ -95,6 +95,7 @@ def test_every_sub_package_is_a_known_layer():
     assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == sorted(LAYERS[1:])
 
 
+@pytest.mark.slow  # a fresh interpreter loading MLflow: 2-3 s
 def test_comparing_runs_does_not_load_hydra():
     code = "import sys, mnist_np.experiments.compare; print(any(m.startswith('hydra') for m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

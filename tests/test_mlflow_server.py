@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from helpers import REPO, SOURCE, api, run, sweep
+from helpers import REPO, SOURCE, api, migrated_store, run, sweep
 from mnist_np.data import splits
 from mnist_np.tracking.server import local_server
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def server(tmp_path):
-    backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", str(tmp_path / "server-artifacts")
+    backend, artifacts = migrated_store(tmp_path / "server.db"), str(tmp_path / "server-artifacts")
     with local_server(backend, "--artifacts-destination", artifacts) as url:
         yield url
 

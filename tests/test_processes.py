@@ -7,9 +7,9 @@ import http.server
 import os
 import socket
 import subprocess
-import threading
 import time
 
+from helpers import http_server
 from mnist_np import processes
 
 
@@ -38,14 +38,8 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 
 def test_answers_tells_a_healthy_server_from_a_wrong_path_and_a_closed_port():
-    server = http.server.ThreadingHTTPServer((processes.HOST, 0), Health)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://{processes.HOST}:{server.server_address[1]}"
-    try:
+    with http_server(Health) as url:
         assert processes.answers(url) and not processes.answers(url, "/ping")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert not processes.answers(f"http://{processes.HOST}:{processes.free_port()}")
 
 

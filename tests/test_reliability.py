@@ -24,7 +24,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, in_process, sweep_cmd, wait_for
+from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, in_process, migrated_store, sweep_cmd, wait_for
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.files import save_npz
@@ -40,7 +40,7 @@ def project(tmp_path, tiny_mnist):
     raw_dir, cfg = tiny_mnist
     splits.save(tmp_path / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_of(cfg)))
-    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}", PYTHONUNBUFFERED="1")
+    env = clean_env(MLFLOW_TRACKING_URI=migrated_store(tmp_path / "mlflow.db"), PYTHONUNBUFFERED="1")
     return tmp_path, env
 
 

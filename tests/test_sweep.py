@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import REPO, SOURCE, sweep
+from helpers import REPO, SOURCE, migrated_store, sweep
 from mnist_np.data import splits
 
 COMPARE = str(REPO / "pipelines" / "compare.py")
@@ -27,7 +27,7 @@ def workdir(tiny_mnist, tmp_path):
     """A directory with data/processed/ from tiny IDX files and its own SQLite store."""
     raw_dir, cfg = tiny_mnist
     splits.save(tmp_path / "work" / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": migrated_store(tmp_path / "work" / "mlflow.db")}
     return tmp_path / "work", env
 
 

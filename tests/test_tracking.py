@@ -83,6 +83,7 @@ def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mni
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
 
 
+@pytest.mark.slow  # a real mlflow server process: 3-5 s
 def test_a_local_server_that_cannot_start_says_why_and_leaves_nothing_running():
     """server.local_server (the screenshots' and the server tests' MLflow server) with a store MLflow
     refuses: a UserError carrying the server's own reason, and no server process left."""

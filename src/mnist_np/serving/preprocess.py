@@ -152,9 +152,7 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     sign = np.float32(1 if dark_ink else -1)  # ink = sign * (paper - gray)
     step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
     coarse = blocks(gray, step) if step > 1 else gray
-    paper_coarse = (
-        paper(coarse, dark_ink) if min(gray.shape) >= PAPER_MODEL_MIN_SIDE else np.float32(np.median(border))
-    )
+    paper_coarse = paper(coarse, dark_ink) if min(gray.shape) >= PAPER_MODEL_MIN_SIDE else np.float32(np.median(border))
     # The grain, from one full-resolution pixel per block (its centre, where the block's paper
     # level holds): most of any page is paper, so the median is the paper and the median absolute
     # deviation its grain's spread.
