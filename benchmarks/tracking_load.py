@@ -28,8 +28,9 @@ METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_se
 EXPERIMENT = "tracking-load"
 
 
-def log_one_run(uri: str, index: int, epochs: int, start_at: float, weights: Path, stats: Path) -> str:
-    """One process's run, started at the same moment as the others'; returns its run id."""
+def log_one_run(uri: str, index: int, epochs: int, ready, weights: Path, stats: Path) -> tuple[str, float, float]:
+    """One process's run, started the moment every process has imported MLflow (`ready`, a barrier
+    of all of them); returns its run id and when its logging started and ended."""
     import mlflow
     import numpy as np
 
@@ -40,13 +41,14 @@ def log_one_run(uri: str, index: int, epochs: int, start_at: float, weights: Pat
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)  # created by load() before this process started
     example = np.zeros((1, 784), np.float32)
-    time.sleep(max(0.0, start_at - time.time()))
+    ready.wait()
+    started = time.time()
     with mlflow.start_run(run_name=f"load-{index}") as run:
         for epoch in range(1, epochs + 1):
             mlflow.log_metrics({name: 1.0 / (epoch + i) for i, name in enumerate(METRICS)}, step=epoch)
         mlflow.log_artifact(str(weights), artifact_path="weights")
         pyfunc.log_model(weights, stats, example)
-        return run.info.run_id
+    return run.info.run_id, started, time.time()
 
 
 def check(uri: str, run_ids: list[str], epochs: int) -> list[str]:
@@ -79,12 +81,13 @@ def load(uri: str, processes: int, epochs: int, files: tuple[Path, Path], artifa
     client = MlflowClient(uri)  # the store's schema and the experiment exist before the processes start
     if client.get_experiment_by_name(EXPERIMENT) is None:
         client.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri() if artifacts else None)
-    start_at = time.time() + 10  # every process imports MLflow first, then all start together
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pending = pool.starmap_async(log_one_run, [(uri, i, epochs, start_at, *files) for i in range(processes)])
-        run_ids = pending.get(timeout=1800)
-    seconds = time.time() - start_at
-    problems = check(uri, run_ids, epochs)
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Manager() as manager, spawn.Pool(processes) as pool:
+        ready = manager.Barrier(processes)  # every process imports MLflow first, then all start together
+        pending = pool.starmap_async(log_one_run, [(uri, i, epochs, ready, *files) for i in range(processes)])
+        run_ids, started, ended = zip(*pending.get(timeout=1800), strict=True)
+    seconds = max(ended) - min(started)
+    problems = check(uri, list(run_ids), epochs)
     values = processes * epochs * len(METRICS)
     return {
         "runs": len(run_ids),
