@@ -32,6 +32,7 @@ from mnist_np.model import reference, weights
 
 pytestmark = pytest.mark.slow  # every test trains or imports MLflow
 TRAIN, EVALUATE = str(REPO / "pipelines" / "train.py"), str(REPO / "pipelines" / "evaluate.py")
+COMPARE = str(REPO / "pipelines" / "compare.py")
 
 
 @pytest.fixture
@@ -185,6 +186,32 @@ def test_a_sigterm_to_a_joblib_sweep_leaves_nothing_running(project):
     runs = all_runs(env)
     assert set(runs.loc[runs["tags.sweep"] == "parent", "status"]) == {"KILLED"}
     assert set(runs.loc[runs["tags.sweep"] != "parent", "status"]) == {"KILLED"}
+
+
+def test_runs_of_processes_killed_outright_are_closed_by_the_next_command(project):
+    """SIGKILL (the OOM killer, a reboot) runs no exit handler: the train stage's run and a sweep's
+    parent and child stay RUNNING until the next command that opens the store finds their processes
+    gone and closes them KILLED, with the reason, in one line. Live runs are left alone."""
+    work, env = project
+    set_params(work, **{"train.epochs": 100000})
+    train = Watched(stage_cmd(TRAIN), work, env)
+    swept = Watched(sweep_cmd(work, "train.epochs=100000"), work, env)
+    for process in (train, swept):
+        process.wait_for_line("epoch 2/100000")
+    compare = [COMPARE, "--no-plots"]
+    done = in_process(COMPARE, compare[1:], work, env)
+    assert done.returncode == 0 and "note: closed" not in done.stderr, done.stderr  # alive: left alone
+    assert set(all_runs(env)["status"]) == {"RUNNING"}
+    for process in (train, swept):
+        process.stop(signal.SIGKILL)
+    done = in_process(COMPARE, compare[1:], work, env)
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note: closed 3 run(s)")]
+    assert done.returncode == 0 and len(notes) == 1, done.stderr
+    runs = all_runs(env)
+    assert set(runs["status"]) == {"KILLED"} and len(runs) == 3
+    assert all(f"pid {pid} " in " ".join(runs["tags.failure"]) for pid in (train.proc.pid, swept.proc.pid))
+    assert runs["tags.failure"].str.contains("ended without closing it; closed as KILLED when noticed at").all()
+    assert (runs["end_time"] >= runs["start_time"]).all()  # ended at the last heartbeat
 
 
 # --- bad values ----------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps,
-also when a stage fails after training; git tags."""
+also when a stage fails after training; git tags; the process that owns a run, and its heartbeat."""
 
+import os
+import socket
 import subprocess
+import threading
+import time
 
 import mlflow
 import psutil
@@ -10,10 +14,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from helpers import SOURCE
+from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.errors import DataError, UserError
 from mnist_np.experiments import stages
-from mnist_np.tracking import runs, server, store
+from mnist_np.tracking import liveness, runs, server, store
 
 
 def history(run_id: str, key: str) -> list[tuple[int, float]]:
@@ -94,3 +99,33 @@ def test_a_local_server_that_cannot_start_says_why_and_leaves_nothing_running():
     ):
         pass
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+def test_a_run_is_dead_when_its_process_is_gone_or_its_heartbeat_from_another_host_stopped():
+    me, now = liveness.owner_tags(), time.time()
+    assert liveness.why_dead(me, now) is None  # this very process
+    assert liveness.why_dead({}, now) is None  # a run that never said who runs it is left alone
+    reused = {**me, liveness.STARTED_TAG: f"{float(me[liveness.STARTED_TAG]) - 100:.2f}"}  # the pid, another process
+    assert "ended without closing it" in liveness.why_dead(reused, now)
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert "ended without closing it" in liveness.why_dead({**me, liveness.PID_TAG: str(child.pid)}, now)
+    elsewhere = {**me, liveness.HOST_TAG: "another-host"}
+    assert liveness.why_dead({**elsewhere, liveness.HEARTBEAT_TAG: f"{now - 60:.0f}"}, now) is None
+    stale = liveness.why_dead({**elsewhere, liveness.HEARTBEAT_TAG: f"{now - 660:.0f}"}, now)
+    assert stale == f"its process (pid {me[liveness.PID_TAG]} on another-host) has sent no heartbeat for 11 minutes"
+
+
+def test_an_open_run_names_its_process_and_beats_until_it_ends(monkeypatch):
+    monkeypatch.setattr(liveness, "HEARTBEAT_S", 0.05)
+    experiment = store.setup("heartbeat")
+    with liveness.start_run(experiment_id=experiment) as run:
+        first = MlflowClient().get_run(run.info.run_id).data.tags
+        assert first[liveness.PID_TAG] == str(os.getpid()) and first[liveness.HOST_TAG] == socket.gethostname()
+        assert processes.wait_until(lambda: heartbeat(run.info.run_id) != first[liveness.HEARTBEAT_TAG], 10)
+    assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat-")]  # stopped with the run
+    assert MlflowClient().get_run(run.info.run_id).info.status == "FINISHED"
+
+
+def heartbeat(run_id: str) -> str:
+    return MlflowClient().get_run(run_id).data.tags[liveness.HEARTBEAT_TAG]

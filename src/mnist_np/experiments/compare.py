@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import UserError
+from ..tracking import liveness
 from . import RANK_METRIC, comparison_plots
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
@@ -80,6 +81,7 @@ def runs_table(
             f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; "
             "check --experiment or MLFLOW_TRACKING_URI"
         )
+    liveness.close_dead_runs(MlflowClient(), [found.experiment_id])  # so they show as what they are
     if sweep == "latest":
         sweep = latest_sweep(found.experiment_id)
     query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep}'" if sweep else ""

@@ -27,7 +27,7 @@ from ..errors import DataError
 from ..files import atomic_path, sha256_file, write_json
 from ..model import reference, weights
 from ..serving import pyfunc
-from ..tracking import runs, store
+from ..tracking import liveness, runs, store
 from ..training import loop, metrics
 from . import plots
 
@@ -245,7 +245,7 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
     experiment_id = store.setup(cfg.tracking.experiment, root)
     tags = runs.run_tags(root, data.checksums, PIPELINE_ENTRY_POINT)
     with (
-        mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run,
+        liveness.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run,
         runs.ended_on_failure(),
     ):
         fit = train(cfg, data, models_dir, reports_dir / HISTORY_FILE)
@@ -285,7 +285,7 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
             f"wrote {weights_path}; train into this store again with `dvc repro --force train`"
         )
     scored = {"weights_sha256": digest, "test_sha256": sha256_of_test_split(processed_dir)}
-    with mlflow.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
+    with liveness.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
         summary = evaluate(params, test, reports_dir, found[0].data.metrics, scored)
     log.info(
         "run %s: test accuracy %.2f%%, test loss %.4f; %s",

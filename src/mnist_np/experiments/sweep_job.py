@@ -11,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-import mlflow
 from hydra.core.hydra_config import HydraConfig
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
@@ -19,7 +18,7 @@ from omegaconf import DictConfig
 from .. import cli
 from ..data import splits
 from ..errors import UserError
-from ..tracking import runs, store
+from ..tracking import liveness, runs, store
 from ..training import cores
 from . import PARENT_ENV, stages
 from .job_data import fetch_processed, processed_dir, project_root
@@ -72,7 +71,7 @@ def _run_job(cfg_node: DictConfig) -> float:
     tags.update(ray_node())
     try:
         with (
-            mlflow.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags),
+            liveness.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags),
             runs.ended_on_failure(),
         ):
             fit = stages.train(cfg, data, out_dir, out_dir / stages.HISTORY_FILE, progress=False)

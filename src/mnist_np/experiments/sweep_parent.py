@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 
 from .. import cli
 from ..errors import UserError
-from ..tracking import runs, store
+from ..tracking import liveness, runs, store
 from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots
 from .compare import SWEPT, varying_params
 from .job_data import project_root
@@ -61,6 +61,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.uri: str | None = None
+        self.heartbeat: liveness.Heartbeat | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         root = project_root(config.hydra)
@@ -84,9 +85,11 @@ class SweepCallback(Callback):
             **runs.git_tags(root),
             "sweep.started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "sweep.dir": str(Path(hydra.sweep.dir).resolve()),
+            **liveness.owner_tags(),  # the sweep's process: if it dies outright, the next command closes the parent
         }
         client = MlflowClient(self.uri)
         self.parent_id = client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags).info.run_id
+        self.heartbeat = liveness.Heartbeat(self.parent_id, self.uri).start()
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
         client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
@@ -119,6 +122,7 @@ class SweepCallback(Callback):
         if self.parent_id is None:
             return 0
         parent_id, self.parent_id = self.parent_id, None
+        self.heartbeat.stop()
         _OPEN.remove(self)
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(ROOT_ENV, None)

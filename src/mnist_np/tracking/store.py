@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from .. import config
 from ..errors import UserError
+from . import liveness
 
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
@@ -48,8 +49,10 @@ def tracking_uri(root: Path | None = None) -> str:
 
 
 def use_store(root: Path | None = None) -> str:
-    """Point MLflow at the project store; return its URI."""
+    """Point MLflow at the project store, after the quick check that it can work (check_store);
+    return its URI. Every command that talks to the store starts here."""
     uri = tracking_uri(root)
+    check_store(uri)
     mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI to the environment
     return uri
 
@@ -105,7 +108,6 @@ def setup(experiment: str, root: Path | None = None) -> str:
     of whatever directory a job happens to run in); a tracking server chooses its own.
     """
     uri = use_store(root or repo_root())
-    check_store(uri)
     with _one_process_at_a_time(uri):
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
@@ -125,6 +127,7 @@ def setup(experiment: str, root: Path | None = None) -> str:
             f"(mlflow experiments restore) or choose another tracking.experiment"
         )
     check_artifacts_writable(found.artifact_location)
+    liveness.close_dead_runs(MlflowClient(uri), [found.experiment_id])
     return found.experiment_id
 
 
