@@ -49,6 +49,8 @@ def _parent_children(client: MlflowClient, parent_id: str):
 
 
 _OPEN: list[SweepCallback] = []  # sweeps of this process whose parent run is still open
+# Their parents' heartbeats: kept out of the callback, which Hydra ships to every job (a thread cannot be pickled).
+_HEARTBEATS: dict[str, liveness.Heartbeat] = {}
 
 
 def end_open_sweeps(status: str) -> None:
@@ -61,7 +63,6 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.uri: str | None = None
-        self.heartbeat: liveness.Heartbeat | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         root = project_root(config.hydra)
@@ -89,7 +90,7 @@ class SweepCallback(Callback):
         }
         client = MlflowClient(self.uri)
         self.parent_id = client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags).info.run_id
-        self.heartbeat = liveness.Heartbeat(self.parent_id, self.uri).start()
+        _HEARTBEATS[self.parent_id] = liveness.Heartbeat(self.parent_id, self.uri).start()
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
         client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
@@ -122,7 +123,7 @@ class SweepCallback(Callback):
         if self.parent_id is None:
             return 0
         parent_id, self.parent_id = self.parent_id, None
-        self.heartbeat.stop()
+        _HEARTBEATS.pop(parent_id).stop()
         _OPEN.remove(self)
         os.environ.pop(PARENT_ENV, None)
         os.environ.pop(ROOT_ENV, None)
