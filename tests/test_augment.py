@@ -101,7 +101,7 @@ def test_out_of_range_settings_name_the_key():
 def test_non_square_inputs_are_refused_with_the_fix():
     cfg = project_config("train.augment.enabled=true")
     with pytest.raises(ConfigError, match="square images.*train.augment.enabled=false"):
-        loop.check_feasible(cfg.train, 100, 780)
+        loop.check_feasible(cfg.model, cfg.train, 100, 780)
 
 
 def test_augmented_training_is_bit_identical_across_runs_and_off_means_untouched():

@@ -226,6 +226,18 @@ def test_a_batch_larger_than_the_training_split_is_refused_before_any_run(projec
     assert all_runs(env).empty
 
 
+@pytest.mark.parametrize("hidden", [2_500_000, 50_000_000])  # ~74 GiB and ~1.4 TiB to train
+def test_a_network_too_large_for_memory_is_refused_before_anything_is_allocated(project, hidden):
+    work, env = project
+    set_params(work, **{"model.hidden_size": hidden})
+    before = psutil.Process().memory_info().rss
+    done = stage(TRAIN, work, env)  # in this process: what it allocated would show in its memory
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and f"model.hidden_size={hidden} needs about " in line, line
+    assert "GiB this machine has available; choose a smaller model.hidden_size" in line
+    assert psutil.Process().memory_info().rss - before < 2**30 and all_runs(env).empty
+
+
 def test_divergence_fails_the_run_with_its_reason(project):
     work, env = project
     set_params(work, **{"train.lr": 1000.0})
@@ -344,6 +356,20 @@ def test_an_unreachable_tracking_server_fails_fast_before_training(project):
     done = stage(TRAIN, work, {**env, "MLFLOW_TRACKING_URI": uri})
     assert time.monotonic() - start < 15
     assert done.returncode == 2 and uri in one_error_line(done.stderr)
+    assert not (work / "models").exists()
+
+
+def test_a_damaged_store_is_one_line_naming_the_file_and_the_check(project):
+    work, env = project
+    store_file = Path(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
+    with open(store_file, "r+b") as db:  # a 4 KB page in the middle overwritten, as a failing disk does
+        db.seek(12 * 4096)
+        db.write(os.urandom(4096))
+    for script in (TRAIN, COMPARE):
+        done = stage(TRAIN, work, env) if script == TRAIN else in_process(COMPARE, ["--no-plots"], work, env)
+        line = one_error_line(done.stderr)
+        assert done.returncode == 2 and f"the MLflow store {store_file} is damaged" in line, line
+        assert f"sqlite3 {store_file} 'PRAGMA integrity_check'" in line
     assert not (work / "models").exists()
 
 

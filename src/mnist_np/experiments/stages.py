@@ -101,7 +101,7 @@ def load_training_data(cfg: config.Config, processed_dir: str | Path) -> Trainin
         processed_dir / splits.STATS_FILE,
         checksums,
     )
-    loop.check_feasible(cfg.train, *data.train.x.shape)
+    loop.check_feasible(cfg.model, cfg.train, *data.train.x.shape)
     return data
 
 

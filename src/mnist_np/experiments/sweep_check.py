@@ -89,7 +89,7 @@ def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
         cfg = validated(quick if quick is not None else composition.compose_node(name, overrides))
         _, stats = processed_dir(root, cfg)
         # A job checks the data it loads itself.
-        loop.check_feasible(cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
+        loop.check_feasible(cfg.model, cfg.train, stats["sizes"]["train"], math.prod(stats["image_shape"]))
         first = first or cfg
         if cfg.train.numerics != first.train.numerics:
             raise ConfigError(

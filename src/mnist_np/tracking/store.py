@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shlex
+import sqlite3
 import tempfile
 import urllib.parse
 import urllib.request
@@ -59,16 +61,24 @@ def use_store(root: Path | None = None) -> str:
 
 def check_store(uri: str) -> None:
     """Fail fast, before any training, on a store that cannot work: an SQLite file in a folder that
-    does not exist (MLflow would create a new store elsewhere), or a server that does not answer
-    (MLflow would retry for minutes)."""
+    does not exist (MLflow would create a new store elsewhere) or that is damaged (SQLite's quick
+    check: ~2 ms per MB), or a server that does not answer (MLflow would retry for minutes)."""
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme == "sqlite":
-        folder = _sqlite_path(uri).parent
-        if not folder.is_dir():
+        path = _sqlite_path(uri)
+        if not path.parent.is_dir():
             raise UserError(
-                f"the folder of the MLflow store {uri} does not exist; create {folder} "
+                f"the folder of the MLflow store {uri} does not exist; create {path.parent} "
                 "or set MLFLOW_TRACKING_URI to an existing store"
             )
+        if path.is_file():
+            problem = _sqlite_damage(path)
+            if problem:
+                raise UserError(
+                    f"the MLflow store {path} is damaged ({problem}); see what is wrong with "
+                    f"sqlite3 {shlex.quote(str(path))} 'PRAGMA integrity_check', then restore it from a "
+                    "backup or set MLFLOW_TRACKING_URI to another store"
+                )
     elif scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S):
@@ -78,6 +88,30 @@ def check_store(uri: str) -> None:
                 f"the MLflow tracking server {uri} does not answer ({getattr(exc, 'reason', exc)}); "
                 "start it, or set MLFLOW_TRACKING_URI to a reachable store"
             ) from exc
+
+
+def _sqlite_damage(path: Path) -> str | None:
+    """What SQLite's quick check finds wrong with the database at `path` (read only), or None."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)) as db:
+            found = [row[0] for row in db.execute("PRAGMA quick_check").fetchmany(3)]
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if found == ["ok"] else " ".join("; ".join(found).split())  # SQLite's report spans lines
+
+
+def check_writable(uri: str) -> None:
+    """For commands that write runs: an SQLite store (the file and its folder, where SQLite keeps
+    its journal and we keep a lock) this user can write."""
+    if not uri.startswith("sqlite:"):
+        return
+    path = _sqlite_path(uri)
+    for needed in (path, path.parent):
+        if needed.exists() and not os.access(needed, os.W_OK):
+            raise UserError(
+                f"the MLflow store {path} cannot be written by this user ({needed} is read-only for it); "
+                "ask its owner for write access, or set MLFLOW_TRACKING_URI to a store of your own"
+            )
 
 
 def _sqlite_path(uri: str) -> Path:
@@ -108,6 +142,7 @@ def setup(experiment: str, root: Path | None = None) -> str:
     of whatever directory a job happens to run in); a tracking server chooses its own.
     """
     uri = use_store(root or repo_root())
+    check_writable(uri)
     with _one_process_at_a_time(uri):
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
@@ -170,4 +205,4 @@ def run_link(experiment_id: str, run_id: str, uri: str | None = None) -> str:
     uri = uri or mlflow.get_tracking_uri()
     served = urllib.parse.urlparse(uri).scheme in ("http", "https")
     page = ui_page(uri if served else "http://127.0.0.1:5000", experiment_id, run_id)
-    return page if served else f"{page} (start the UI with: mlflow ui --backend-store-uri {uri})"
+    return page if served else f"{page} (start the UI with: mlflow ui --backend-store-uri {shlex.quote(uri)})"

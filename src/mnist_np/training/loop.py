@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
@@ -81,12 +82,15 @@ class EpochOutputs:
         return -float(likelihood.mean(dtype=np.float64)), float(np.mean(shifted.argmax(axis=1) == labels))
 
 
+VALIDATION_CHUNK = 1000  # validation images scored at once
+
+
 class Validation:
     """Loss and accuracy on the validation split after each epoch, with the kernel's forward pass
     (the reference's NumPy products would run on a second BLAS library, whose idle threads
     spin against the kernel's), `chunk` images at a time in reused workspaces."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, params: reference.Params, chunk: int = 1000) -> None:
+    def __init__(self, x: np.ndarray, y: np.ndarray, params: reference.Params, chunk: int = VALIDATION_CHUNK) -> None:
         self.x, self.y, self.chunk = np.ascontiguousarray(x), y, chunk
         self.workspaces = {m: kernel.Workspace(params, m) for m in {min(chunk, len(x)), len(x) % chunk} if m}
 
@@ -201,8 +205,9 @@ class Progress(tqdm):
 CHANCE_LOSS = float(np.log(reference.N_CLASSES))  # cross-entropy of a uniform guess
 
 
-def check_feasible(train: TrainConfig, n_train: int, n_pixels: int) -> None:
-    """Refuse settings that cannot do what was meant on `n_train` training images of `n_pixels`."""
+def check_feasible(model: ModelConfig, train: TrainConfig, n_train: int, n_pixels: int) -> None:
+    """Refuse settings that cannot do what was meant on `n_train` training images of `n_pixels`,
+    or that need more memory than the machine has available, before anything is allocated."""
     if train.batch_size > n_train:
         raise ConfigError(
             f"train.batch_size={train.batch_size} is larger than the {n_train} training images; "
@@ -213,6 +218,26 @@ def check_feasible(train: TrainConfig, n_train: int, n_pixels: int) -> None:
             f"train.augment.enabled=true needs square images, but the inputs have {n_pixels} pixels; "
             "set train.augment.enabled=false"
         )
+    needed, available = memory_needed(model.hidden_size, train, n_train, n_pixels), psutil.virtual_memory().available
+    if needed > available:
+        raise ConfigError(
+            f"model.hidden_size={model.hidden_size} needs about {needed / 2**30:.1f} GiB of memory to train "
+            f"(weights, gradients, momentum, workspaces), more than the {available / 2**30:.1f} GiB this "
+            "machine has available; choose a smaller model.hidden_size"
+        )
+
+
+def memory_needed(hidden: int, train: TrainConfig, n_train: int, n_pixels: int) -> int:
+    """Bytes fit() allocates beyond the data it is given, from above: the initialisation's float64
+    draws, then in the training dtype their cast, the packed weights, gradients, momentum and the
+    best epoch's copy; the workspaces of a full and a last batch and of a validation chunk (two
+    hidden arrays and a mask each); the one-hot labels and the epoch's logits; a copy of the inputs
+    when the training dtype is not their float32."""
+    item = np.dtype(train.dtype).itemsize
+    n_params = (n_pixels + 1) * hidden + (hidden + 1) * reference.N_CLASSES
+    workspaces = (2 * train.batch_size + VALIDATION_CHUNK) * hidden * (2 * item + 1)
+    per_row = 2 * reference.N_CLASSES * item + (n_pixels * item if item != 4 else 0)
+    return n_params * (8 + 5 * item) + workspaces + n_train * per_row
 
 
 def check_converging(stats: EpochStats, train: TrainConfig) -> None:
@@ -241,7 +266,7 @@ def fit(
     The inputs are never modified. With train.early_stopping > 0 the weights of the best
     validation epoch (the latest of equals) are kept.
     """
-    check_feasible(train, len(y_train), x_train.shape[1])
+    check_feasible(model, train, len(y_train), x_train.shape[1])
     dtype = np.dtype(train.dtype)
     x, y = x_train.astype(dtype, copy=False), y_train
     x_val = x_val.astype(dtype, copy=False)
