@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from mnist_np.model import reference, weights
 
 pytestmark = pytest.mark.slow  # every test trains or imports MLflow
 TRAIN, EVALUATE = str(REPO / "pipelines" / "train.py"), str(REPO / "pipelines" / "evaluate.py")
-COMPARE = str(REPO / "pipelines" / "compare.py")
+COMPARE, PREDICT = str(REPO / "pipelines" / "compare.py"), str(REPO / "pipelines" / "predict.py")
 
 
 @pytest.fixture
@@ -359,14 +360,32 @@ def test_an_unreachable_tracking_server_fails_fast_before_training(project):
     assert not (work / "models").exists()
 
 
+def test_a_server_that_accepts_and_never_answers_stops_compare_and_predict_in_one_line(project):
+    """Connections complete in the socket's backlog, and nothing ever reads them: MLflow would wait
+    120 s a request and retry. The store check waits MLFLOW_HTTP_REQUEST_TIMEOUT (at most 10 s)."""
+    work, env = project
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(work / "digit.png")
+    with socket.create_server((processes.HOST, 0)) as silent:
+        uri = f"http://{processes.HOST}:{silent.getsockname()[1]}"
+        env = {**env, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+        start = time.monotonic()
+        answers = [
+            in_process(COMPARE, ["--no-plots"], work, env),
+            in_process(PREDICT, ["--model", "runs:/0123456789abcdef/model", "digit.png"], work, env),
+        ]
+        assert time.monotonic() - start < 20
+    for done in answers:
+        line = one_error_line(done.stderr)
+        assert done.returncode == 2 and f"the MLflow tracking server {uri} does not answer" in line, line
+
+
 def test_a_damaged_store_is_one_line_naming_the_file_and_the_check(project):
     work, env = project
     store_file = Path(env["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///"))
     with open(store_file, "r+b") as db:  # a 4 KB page in the middle overwritten, as a failing disk does
         db.seek(12 * 4096)
         db.write(os.urandom(4096))
-    for script in (TRAIN, COMPARE):
-        done = stage(TRAIN, work, env) if script == TRAIN else in_process(COMPARE, ["--no-plots"], work, env)
+    for done in (stage(TRAIN, work, env), in_process(COMPARE, ["--no-plots"], work, env)):
         line = one_error_line(done.stderr)
         assert done.returncode == 2 and f"the MLflow store {store_file} is damaged" in line, line
         assert f"sqlite3 {store_file} 'PRAGMA integrity_check'" in line

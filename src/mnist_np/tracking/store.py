@@ -81,13 +81,22 @@ def check_store(uri: str) -> None:
                 )
     elif scheme in ("http", "https"):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_TIMEOUT_S):
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_server_timeout()):
                 pass
         except (OSError, ValueError) as exc:
             raise UserError(
                 f"the MLflow tracking server {uri} does not answer ({getattr(exc, 'reason', exc)}); "
                 "start it, or set MLFLOW_TRACKING_URI to a reachable store"
             ) from exc
+
+
+def _server_timeout() -> float:
+    """How long the store check waits for a server: MLflow's own request timeout if the user set a
+    shorter one (MLFLOW_HTTP_REQUEST_TIMEOUT), else SERVER_TIMEOUT_S."""
+    try:
+        return min(SERVER_TIMEOUT_S, float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", SERVER_TIMEOUT_S)))
+    except ValueError:
+        return SERVER_TIMEOUT_S
 
 
 def _sqlite_damage(path: Path) -> str | None:
