@@ -143,9 +143,11 @@ class OptunaSweeper(Sweeper):
                 space[override.get_key_element()] = found
         storage = self.storage or default_storage(mlflow.get_tracking_uri())
         name = self.study_name or f"mnist-{datetime.now():%Y%m%d-%H%M%S-%f}"
-        # Processes sharing a named study each seed their sampler differently, or they would all
-        # propose the same trials; a sweep's own study repeats exactly with the same seed.
-        seed = self.seed + os.getpid() if self.study_name and self.seed is not None else self.seed
+        # Processes sharing a named study must each draw differently, or they would all propose the
+        # same trials: their samplers are seeded afresh (the seed plus the pid repeated in containers,
+        # where every process is pid 1), since their interleaving makes such a study unrepeatable
+        # anyway. A sweep's own study repeats exactly with the same seed.
+        seed = None if self.study_name else self.seed
         study = optuna.create_study(
             study_name=name,
             storage=open_storage(storage),
