@@ -515,3 +515,9 @@ def test_the_predict_command_answers_one_line_for_a_missing_model(tmp_path):
         timeout=120,
     )
     assert done.returncode == 2 and "none.npz not found" in one_error_line(done.stderr)
+    done = subprocess.run(  # no --model, outside the repository: the cause, not "run the train stage"
+        [str(BIN / "mnist-predict"), "x.png"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and f"no trained model at {tmp_path / 'models' / 'model.npz'}" in line, line
+    assert "run mnist-predict in the repository after `make run`, or pass --model" in line

@@ -36,6 +36,9 @@ def is_mlflow_uri(spec: str) -> bool:
     return spec.startswith(("runs:/", "models:/")) or "://" in spec
 
 
+DEFAULT_MODEL = Path("models") / "model.npz"  # the pipeline's, relative to where the command runs
+
+
 def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str]:
     """A weights file (with the normalize stage's stats.json) or an MLflow model URI, and the
     preprocessing its training data calls for (preprocess.load_image)."""
@@ -57,7 +60,12 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str]:
         # Models logged before the preprocessing was recorded were all trained on MNIST's digits.
         return predict, (pyfunc.metadata.metadata or {}).get("preprocessing", "digits")
 
-    params = weights.load(model or Path("models") / "model.npz")
+    if model is None and not DEFAULT_MODEL.is_file():  # most likely run outside the repository
+        raise UserError(
+            f"no trained model at {DEFAULT_MODEL.absolute()}; run mnist-predict in the repository after "
+            "`make run`, or pass --model (a weights .npz or an MLflow model URI such as runs:/<id>/model)"
+        )
+    params = weights.load(model or DEFAULT_MODEL)
     stats = splits.load_stats(stats_dir)
     return (
         lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype)),
