@@ -189,3 +189,10 @@ def test_the_committed_dvc_lock_was_recorded_from_this_code_and_these_params(tmp
     }
     stale = {stage: deps for stage, deps in stale.items() if deps}
     assert not stale, f"dvc.lock is stale (run `make run` and commit dvc.lock): {stale}"
+
+
+@pytest.mark.parametrize("folder", ["multirun", "outputs"])
+def test_hydra_folders_are_ignored_wherever_a_sweep_or_run_starts(folder):
+    for where in (f"{folder}/2026-12-03/10-00-00/.hydra/config.yaml", f"src/{folder}/x/job.log"):
+        done = subprocess.run(["git", "check-ignore", "-q", where], cwd=REPO)
+        assert done.returncode == 0, f"{where} is not ignored by git"

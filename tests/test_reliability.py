@@ -506,6 +506,16 @@ def test_a_decompression_bomb_gets_its_own_error_and_memory_stays_bounded(tmp_pa
     assert peak < 500, peak
 
 
+def test_a_file_name_with_a_line_break_keeps_its_error_on_one_line(project):
+    work, env = project
+    (work / "bad\nname.png").write_bytes(b"not an image")
+    (work / "models").mkdir()
+    weights.save(work / "models" / "model.npz", reference.init_params(10, np.random.default_rng(0)))
+    done = in_process(PREDICT, ["bad\nname.png"], work, env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 1 and "bad\\nname.png: not a readable image" in line, line
+
+
 def test_the_predict_command_answers_one_line_for_a_missing_model(tmp_path):
     Image.new("L", (28, 28), 0).save(tmp_path / "x.png")
     done = subprocess.run(

@@ -81,8 +81,13 @@ def report(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print("error: interrupted; finished epochs are in MLflow, the run is marked KILLED", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"error: {exc}", file=sys.stderr)
+    print(error_line(str(exc)), file=sys.stderr)
     return EXIT_DIVERGED if isinstance(exc, TrainingError) else EXIT_USER_ERROR
+
+
+def error_line(message: str) -> str:
+    """`error: message` on one line whatever it holds (a file name may contain a line break)."""
+    return "error: " + message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def quiet_mlflow() -> None:

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(results, indent=2) if args.json else format_table(results))
         for r in results:
             if "error" in r:
-                print(f"error: {r['error']}", file=sys.stderr)
+                print(cli.error_line(r["error"]), file=sys.stderr)
         if any("error" in r for r in results):
             sys.exit(1)
 
