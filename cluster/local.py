@@ -214,32 +214,38 @@ def up() -> None:
     print("Stop it: make cluster-down")
 
 
-def _terminate(pid: int, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-    """Stop a process we started and its process group (what it spawned), then wait for it."""
+def _terminate(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop processes we started and their process groups (what they spawned) together, then wait
+    for them; what is still alive after `timeout` is killed."""
 
-    def send(signum: int) -> None:
+    def send(pid: int, signum: int) -> None:
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pid, signum)
 
-    send(sig)
-    if not processes.wait_until(lambda: not processes.alive(pid), timeout):
-        send(signal.SIGKILL)
+    for pid in pids:
+        send(pid, sig)
+    processes.wait_until(lambda: not any(processes.alive(pid) for pid in pids), timeout)
+    for pid in pids:
+        if processes.alive(pid):
+            send(pid, signal.SIGKILL)
 
 
 def stop(state: dict) -> None:
-    # Ray first (its workers may still log to MLflow), PostgreSQL last.
-    for name in ("ray_worker", "ray_head"):
-        if name in state:
-            _terminate(state[name]["pid"], signal.SIGINT)  # `ray start --block` cleans up its node on Ctrl-C
+    # Ray first (its workers may still log to MLflow), both nodes at once: `ray start --block`
+    # cleans up its node on Ctrl-C, usually within seconds; twice in four test runs both outlived
+    # a 30 s wait one after the other, so they share one shorter wait before being killed.
+    ray = [state[name]["pid"] for name in ("ray_worker", "ray_head") if name in state]
+    if ray:
+        _terminate(ray, signal.SIGINT, timeout=15)
     if "mlflow" in state:
-        _terminate(state["mlflow"]["pid"])
+        _terminate([state["mlflow"]["pid"]])
     if "postgres" in state:
         subprocess.run(
             as_postgres([str(pg_bin() / "pg_ctl"), "-D", state["postgres"]["data"], "-m", "fast", "-w", "stop"]),
             capture_output=True,
         )
-        _terminate(state["postgres"]["pid"], timeout=10)
+        _terminate([state["postgres"]["pid"]], timeout=10)
 
 
 def down() -> None:
