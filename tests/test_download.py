@@ -88,7 +88,7 @@ def test_every_source_failing_gives_one_error_listing_each(good, http_mirror, tm
         )
     message = str(err.value)
     assert "checksum mismatch" in message and "404" in message and "No such file" in message
-    assert message.count("\n  ") == 3 and "MNIST_MIRROR" in message
+    assert "\n" not in message and message.count("; ") == 3 and "MNIST_MIRROR" in message
     assert list((tmp_path / "raw").iterdir()) == []  # nothing partial or unverified stays
 
 

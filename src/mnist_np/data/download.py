@@ -87,11 +87,10 @@ def download(
                     break
                 if attempt < cfg.retries:
                     sleep(cfg.backoff_s * 2 ** (attempt - 1))
-        failures.append(f"  {url}: {reason}")
+        failures.append(f"{url}: {reason}")
     raise DownloadError(
-        f"could not get {spec.name} with sha256 {spec.sha256} from any source:\n"
-        + "\n".join(failures)
-        + f"\nCheck the network, or point {MIRROR_ENV} at a directory or URL that holds the original files."
+        f"could not get {spec.name} with sha256 {spec.sha256} from any source ({'; '.join(failures)}); "
+        f"check the network, or point {MIRROR_ENV} at a directory or URL that holds the original files"
     )
 
 
