@@ -19,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, stopped="the run is marked KILLED")

@@ -39,4 +39,4 @@ def run_sweep() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(run_sweep)
+    cli.run(run_sweep, stopped="finished jobs and epochs are in MLflow, the sweep and its open jobs are marked KILLED")

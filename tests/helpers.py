@@ -336,3 +336,38 @@ def trained_once(factory, worker_id: str, mirror: Path, name: str, *overrides: s
     pytest-xdist worker shares."""
     built = built_once(factory, worker_id, name, lambda root: vars(train_project(root, mirror, *overrides)))
     return Trained(Path(built["root"]), built["run_id"], built["uri"])
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs mounted at `path` (created) with mount `options` ("size=16k", "ro"), unmounted
+    afterwards: a full or read-only file system for the test. Skips the test where mounting is not
+    allowed (it needs root with CAP_SYS_ADMIN)."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(
+            f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}); needs root and CAP_SYS_ADMIN"
+        )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+# Root ignores file permissions through two capabilities; without them (setpriv) it is held to a
+# file's owner and mode like any user, so a test can be "another user" with the same interpreter.
+AS_ANOTHER_USER = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+]
+
+
+def another_user_can_be_simulated() -> str | None:
+    """None if AS_ANOTHER_USER works here, else why not (then the test skips)."""
+    if os.geteuid() != 0:
+        return "not root: the files of another user cannot be made"
+    if not shutil.which("setpriv"):
+        return "setpriv (util-linux) is not installed"
+    return None

@@ -6,6 +6,7 @@ Signals are real signals sent to real processes; the stores are real SQLite file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,21 @@ import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from helpers import BIN, REPO, SOURCE, SWEEP, Watched, clean_env, in_process, migrated_store, sweep_cmd, wait_for
+from helpers import (
+    AS_ANOTHER_USER,
+    BIN,
+    REPO,
+    SOURCE,
+    SWEEP,
+    Watched,
+    another_user_can_be_simulated,
+    clean_env,
+    in_process,
+    migrated_store,
+    sweep_cmd,
+    tmpfs,
+    wait_for,
+)
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.files import save_npz
@@ -414,6 +429,66 @@ def test_an_artifact_location_that_cannot_be_written_is_found_before_training(pr
     done = stage(TRAIN, work, env)
     assert done.returncode == 2 and "cannot write MLflow artifacts" in one_error_line(done.stderr)
     assert all_runs(env).empty
+
+
+# --- disks and permissions ----------------------------------------------------------------------
+
+
+def test_a_disk_that_fills_with_the_artifacts_is_one_line_a_failure_tag_and_no_outputs(project):
+    work, env = project
+    with tmpfs(work / "mlartifacts", "size=16k"):  # MLflow's artifacts beside the store; the weights take 31 KB
+        done = stage(TRAIN, work, env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and "no space left on the device" in line and str(work / "mlartifacts") in line, line
+    (failed,) = [run for _, run in all_runs(env).iterrows()]
+    assert failed["status"] == "FAILED" and "no space left" in failed["tags.failure"]
+    assert steps(env, failed["run_id"]) == [1, 2]  # its epochs kept
+    assert not (work / "models" / "model.npz").exists() and not list((work / "reports").glob("training.*"))
+
+
+def test_a_store_whose_disk_is_full_is_one_line_naming_it(project):
+    work, env = project
+    with tmpfs(work / "disk", "size=1m") as disk:
+        uri = migrated_store(disk / "mlflow.db")
+        with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:  # until the disk is full
+                filler.write(b"\0" * 4096)
+        done = stage(TRAIN, work, {**env, "MLFLOW_TRACKING_URI": uri})
+        line = one_error_line(done.stderr)
+        assert done.returncode == 2, done.stderr
+        assert f"the MLflow store {disk / 'mlflow.db'} is full (no space left on its disk)" in line, line
+        (disk / "filler").unlink()
+        assert "RUNNING" not in set(all_runs({"MLFLOW_TRACKING_URI": uri}).get("status", []))
+
+
+def test_outputs_that_cannot_be_written_are_found_before_training(project):
+    work, env = project
+    with tmpfs(work / "models", "ro,size=4k"):  # a read-only checkout, as far as the stage's outputs go
+        done = stage(TRAIN, work, env)
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and f"cannot write the stage's outputs to {work / 'models'}" in line, line
+    assert "Read-only file system" in line and all_runs(env).empty
+
+
+def test_a_store_owned_by_another_user_is_refused_before_training(project):
+    work, env = project
+    reason = another_user_can_be_simulated()
+    if reason:
+        pytest.skip(reason)
+    theirs = work / "theirs"
+    uri = migrated_store(theirs / "mlflow.db")
+    for path in (theirs, theirs / "mlflow.db"):
+        os.chown(path, 65534, 65534)  # nobody's
+    done = subprocess.run(
+        [*AS_ANOTHER_USER, *stage_cmd(TRAIN)],
+        cwd=work,
+        env={**env, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+    )
+    line = one_error_line(done.stderr)
+    assert done.returncode == 2 and f"the MLflow store {theirs / 'mlflow.db'} cannot be written by this user" in line
+    assert not (work / "models").exists()
 
 
 def test_two_sweeps_started_together_keep_their_own_children(project):

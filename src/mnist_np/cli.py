@@ -10,6 +10,7 @@ and an exit status that tells failures apart:
 
 SIGTERM is turned into the same exception as Ctrl-C, so a run stopped either way unwinds the same
 path: finished epochs are flushed to MLflow, the run ends KILLED, half-written files are removed.
+A full disk, a read-only file system and a full, read-only or damaged SQLite store are one line too.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import processes
-from .errors import TrainingError, UserError
+from .errors import TrainingError, UserError, known_failure
 
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 3, 130, 143
 
@@ -73,16 +74,27 @@ def stop_with_dvc(interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="dvc-watch", daemon=True).start()
 
 
-def report(exc: BaseException) -> int:
-    """Print the one line for a foreseeable failure; return its exit status."""
-    if isinstance(exc, Terminated):
-        print("error: terminated (SIGTERM); finished epochs are in MLflow, the run is marked KILLED", file=sys.stderr)
-        return EXIT_TERMINATED
+TRAINING_STOPPED = "finished epochs are in MLflow, the run is marked KILLED"
+# DVC removes a stage's outputs before running it; after a failure, these bring back the last good ones.
+RECOVERY = "the previous outputs come back with: git checkout params.yaml && dvc checkout"
+
+
+def report(exc: BaseException, stopped: str = "") -> int:
+    """Print the one line for a foreseeable failure; return its exit status. `stopped` says what a
+    stopped command leaves (training commands: where the finished epochs are). Inside a DVC stage
+    the line also says how to get the previous outputs back."""
+    under_dvc = bool(os.environ.get("DVC_STAGE"))
     if isinstance(exc, KeyboardInterrupt):
-        print("error: interrupted; finished epochs are in MLflow, the run is marked KILLED", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(error_line(str(exc)), file=sys.stderr)
-    return EXIT_DIVERGED if isinstance(exc, TrainingError) else EXIT_USER_ERROR
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        message, status = (
+            "; ".join(filter(None, [what, stopped])),
+            (EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED),
+        )
+    else:
+        message = str(exc)
+        status = EXIT_DIVERGED if isinstance(exc, TrainingError) else EXIT_USER_ERROR
+    print(error_line(f"{message}; {RECOVERY}" if under_dvc else message), file=sys.stderr)
+    return status
 
 
 def error_line(message: str) -> str:
@@ -96,10 +108,13 @@ def quiet_mlflow() -> None:
     # A tracking server's run links in MLflow's own format (ours, with the training views, are logged).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # It logs every database error with its traceback before raising it; the error line says it.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
-def run(main: Callable[[], object]) -> None:
-    """Run an entry point's main(); foreseeable failures become one line and a distinct exit status."""
+def run(main: Callable[[], object], stopped: str = "") -> None:
+    """Run an entry point's main(); foreseeable failures become one line and a distinct exit status.
+    `stopped`: what the line for Ctrl-C or SIGTERM adds (report)."""
     # Last thing at exit, after every other exit handler: the interpreter's final garbage collections
     # then skip what exists by now (MLflow, SQLAlchemy and matplotlib leave millions of objects),
     # which took 0.5-1 s of every command's exit. Nothing is skipped that holds data: handlers have
@@ -112,7 +127,12 @@ def run(main: Callable[[], object]) -> None:
     try:
         main()
     except (UserError, KeyboardInterrupt) as exc:
-        sys.exit(report(exc))
+        sys.exit(report(exc, stopped))
+    except Exception as exc:  # a full disk, a read-only or damaged store: one line too; the rest is a bug
+        known = known_failure(exc)
+        if known is None:
+            raise
+        sys.exit(report(known))
 
 
 def stage_args(doc: str, params: bool = True, **paths: str) -> argparse.Namespace:

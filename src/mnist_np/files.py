@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, UserError
 
 
 def _umask() -> int:
@@ -50,6 +50,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def require_writable(folder: str | os.PathLike, what: str, fix: str) -> None:
+    """Create `folder` if need be and write and remove a probe file in it, before any long work that
+    ends by writing `what` there; else a UserError naming the folder, the reason and `fix`."""
+    folder = Path(folder).absolute()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write {what} to {folder} ({exc.strerror or exc}); {fix}") from exc
 
 
 def write_json(path: str | os.PathLike, data: object) -> None:

@@ -24,7 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from .. import config, numerics
 from ..data import splits
 from ..errors import DataError
-from ..files import atomic_path, sha256_file, write_json
+from ..files import atomic_path, require_writable, sha256_file, write_json
 from ..model import reference, weights
 from ..serving import pyfunc
 from ..tracking import liveness, runs, store
@@ -169,6 +169,12 @@ def train(
         # The run's totals go out with the last epochs' metrics, after the model: log_model copies
         # every metric already logged at step 0 onto the model, one query per metric name.
         epoch_metrics.log({**kept, "train_seconds": sum(s.seconds for s in fit.history)}, step=0)
+    except BaseException:
+        # A run that failed or stopped after writing its weights (a full disk while logging them)
+        # leaves none of its outputs behind, so nothing passes for a finished run's.
+        for written in (weights_path, Path(history_path), Path(history_path).with_name(TRAINING_METRICS_FILE)):
+            written.unlink(missing_ok=True)
+        raise
     finally:
         epoch_metrics.flush()  # also when training or logging fails: no epoch is lost
     return fit
@@ -243,6 +249,8 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
     data = load_training_data(cfg, processed_dir)
     root = store.repo_root()
     experiment_id = store.setup(cfg.tracking.experiment, root)
+    for folder in (models_dir, reports_dir):  # not after 30 epochs
+        require_writable(folder, "the stage's outputs", "run it where you can write (a checkout of your own)")
     tags = runs.run_tags(root, data.checksums, PIPELINE_ENTRY_POINT)
     with (
         liveness.start_run(experiment_id=experiment_id, run_name=run_name(cfg), tags=tags) as run,

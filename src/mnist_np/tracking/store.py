@@ -13,7 +13,6 @@ import fcntl
 import os
 import shlex
 import sqlite3
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from .. import config
+from .. import config, files
 from ..errors import UserError
 from . import liveness
 
@@ -132,15 +131,7 @@ def check_artifacts_writable(location: str) -> None:
     if urllib.parse.urlparse(location).scheme not in ("", "file"):
         return  # a server or an object store: it checks its own permissions
     folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"cannot write MLflow artifacts to {folder} ({exc.strerror or exc}); make it writable "
-            "or set MLFLOW_TRACKING_URI to another store"
-        ) from exc
+    files.require_writable(folder, "MLflow artifacts", "make it writable or set MLFLOW_TRACKING_URI to another store")
 
 
 def setup(experiment: str, root: Path | None = None) -> str:
@@ -159,9 +150,13 @@ def setup(experiment: str, root: Path | None = None) -> str:
             location = None
             if uri.startswith("sqlite:"):
                 location = (_sqlite_path(uri).parent / ARTIFACT_DIR / experiment).as_uri()
-            # A server may be creating it for another client between our lookup and create.
-            with contextlib.suppress(mlflow.exceptions.MlflowException):
+            try:
                 client.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                # A server may have created it for another client between our lookup and create;
+                # if not, the failure is real (a full disk).
+                if client.get_experiment_by_name(experiment) is None:
+                    raise
             found = client.get_experiment_by_name(experiment)
         if EXPERIMENT_KIND not in found.tags:  # the UI then opens on the runs table, not the GenAI overview
             client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, "custom_model_development")
