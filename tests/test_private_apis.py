@@ -1,4 +1,4 @@
-"""The two private APIs the project leans on, each for a reason named beside its use: an upgrade that
+"""The three private APIs the project leans on, each for a reason named beside its use: an upgrade that
 moves or changes one fails here, by name, instead of deep inside a sweep or the cluster test."""
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ def test_hydras_basic_sweeper_is_still_where_the_grid_sweeper_extends_it():
 
     assert GridSweeper.__bases__ == (BasicSweeper,)
     assert list(inspect.signature(BasicSweeper.validate_batch_is_legal).parameters) == ["self", "batch"]
+
+
+def test_hydras_caching_config_repository_is_still_what_freezes_a_sweeps_conf():
+    # composition.freeze wraps the config loader's repository in Hydra's CachingConfigRepository
+    # (hydra._internal), filled once; each composition copies the repository it reads through.
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_repository import CachingConfigRepository
+
+    assert list(inspect.signature(CachingConfigRepository).parameters) == ["delegate"]
+    source = inspect.getsource(ConfigLoaderImpl)
+    assert "CachingConfigRepository(self.repository)" in source and "self.repository = " in source
 
 
 def test_rays_localhost_replacement_is_still_what_ray_node_turns_off():

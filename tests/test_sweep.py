@@ -4,6 +4,7 @@ and the comparison command on their runs. Real Hydra, real MLflow, tiny generate
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import REPO, SOURCE, migrated_store, sweep
+from helpers import REPO, SOURCE, migrated_store, run, sweep, sweep_cmd
 from mnist_np.data import splits
 
 COMPARE = str(REPO / "pipelines" / "compare.py")
@@ -80,11 +81,26 @@ def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
     assert {a.path for a in client.list_artifacts(parent["run_id"], "plots")} == {"plots/accuracy_vs_params.png"}
 
 
-def test_basic_launcher_grid_gives_one_parent_and_four_children(workdir):
+def test_basic_launcher_grid_gives_one_parent_and_four_children_composed_as_checked(workdir):
     # Native numerics: the sweep process, started portable, runs itself again natively before any run.
+    # After the first job, `make params train.seed=22` in the sweep's conf/: no later job may see it.
     work, env = workdir
-    sweep(work, env, "train.lr=0.05,0.2", "model.hidden_size=8,12", "train.numerics=native")
+    conf = shutil.copytree(REPO / "conf", work / "conf")
+    editor = "+hydra.callbacks.edit"
+    cmd = sweep_cmd(
+        work,
+        "train.epochs=1",
+        f"{editor}._target_=conf_editor.MakeParamsAfterFirstJob",
+        f"{editor}.conf={conf}",
+        f"{editor}.override='train.seed=22'",
+        "train.lr=0.05,0.2",
+        "model.hidden_size=8,12",
+        "train.numerics=native",
+    )
+    run([*cmd[:2], f"--config-path={conf}", *cmd[2:]], work, {**env, "PYTHONPATH": str(REPO / "tests")})
     check_grid_sweep(env, "native")
+    assert "seed: 22" in (conf / "selection.yaml").read_text()  # the edit happened, during the sweep
+    assert set(parent_and_children(env)[1]["params.train.seed"]) == {"0"}
     # Job outputs stay in Hydra's sweep directory.
     assert len(list((work / "multirun").glob("*/model.npz"))) == 4
 

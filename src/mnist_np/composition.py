@@ -41,6 +41,28 @@ def compose_node(name: str, overrides: Sequence[str]) -> DictConfig:
         raise composition_error(exc, overrides) from exc
 
 
+def freeze() -> None:
+    """From here on, Hydra in this process composes conf/ as it is now: every config file of the
+    primary config folder is read once and kept. A sweep's launcher composes each job as it starts
+    it, reading conf/ again each time, so a `make params` or an edit during a sweep would change
+    its later jobs; frozen, every job runs the composition the check before the first one saw.
+
+    Hydra's config loader reads through a repository; this wraps it in Hydra's own caching one,
+    filled now. Private API (hydra._internal): tests/test_private_apis.py names it on an upgrade."""
+    from hydra._internal.config_repository import CachingConfigRepository
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    frozen = CachingConfigRepository(loader.repository)
+    for source in frozen.get_sources():
+        if source.provider == "main" and source.scheme() == "file":
+            folder = Path(source.path)
+            for path in sorted(folder.rglob("*.yaml")):
+                frozen.load_config(path.relative_to(folder).with_suffix("").as_posix())
+    # Each composition copies the repository (with what it holds) before reading through it.
+    loader.repository = frozen
+
+
 def composition_error(exc: Exception, overrides: Sequence[str] = ()) -> ConfigError:
     """Hydra's message about a bad override or config as one line: its first line (which names the
     key or config), the options Hydra lists for a missing config, and where to look."""
@@ -57,6 +79,21 @@ def composition_error(exc: Exception, overrides: Sequence[str] = ()) -> ConfigEr
         + (f"; there are: {', '.join(options)}" if options else "")
         + "; every key and config: python pipelines/sweep.py --help"
     )
+
+
+def differences(have: Any, composed: Any, key: str = "") -> list[str]:
+    """Where `have` (params.yaml) differs from `composed` (conf/'s composition), one entry per key:
+    `train.epochs: 30 in params.yaml, 2 in conf/`."""
+    if isinstance(have, dict) and isinstance(composed, dict):
+        names = [*composed, *(k for k in have if k not in composed)]
+        return [
+            found
+            for name in names
+            for found in differences(
+                have.get(name, "(none)"), composed.get(name, "(none)"), f"{key}.{name}".lstrip(".")
+            )
+        ]
+    return [] if have == composed else [f"{key}: {have} in params.yaml, {composed} in conf/"]
 
 
 SELECTION_HEADER = """\

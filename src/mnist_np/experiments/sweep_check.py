@@ -1,6 +1,7 @@
-"""The check before a sweep's first job: every combination it can launch (for Optuna, every bound and
-choice of the search space) composed, validated against the schema and the prepared data; the
-sweep's numerics taken before any job starts."""
+"""The check before a sweep's first job: conf/ frozen as it is, so that every job runs the composition
+checked here; every combination it can launch (for Optuna, every bound and choice of the search
+space) composed, validated against the schema and the prepared data; the sweep's numerics taken
+before any job starts."""
 
 from __future__ import annotations
 
@@ -76,6 +77,7 @@ def check_launcher(hydra_cfg: DictConfig) -> None:
 def check_sweep(root: Path, hydra_cfg: DictConfig) -> config.Config:
     """Check every combination the sweep will launch; return the first, validated. The sweep process
     takes the combinations' numerics (numerics.require) before any job starts, and its jobs inherit it."""
+    composition.freeze()
     params = hydra_cfg.sweeper.get("params")  # Optuna's search space; None for the basic sweeper
     space = OmegaConf.to_container(params, resolve=False) if params else {}
     check_launcher(hydra_cfg)
