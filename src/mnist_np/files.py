@@ -53,12 +53,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def require_writable(folder: str | os.PathLike, what: str, fix: str) -> None:
-    """Create `folder` if need be and write and remove a probe file in it, before any long work that
-    ends by writing `what` there; else a UserError naming the folder, the reason and `fix`."""
+    """Before long work that ends by writing `what` into `folder`: write and remove a probe file in
+    it, or in its nearest existing parent if it does not exist yet (creating nothing that stays);
+    else a UserError naming the folder, the reason and `fix`."""
     folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise UserError(f"cannot write {what} to {folder} ({exc.strerror or exc}); {fix}") from exc
