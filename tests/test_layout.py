@@ -112,7 +112,7 @@ def stage_code_deps(stage: dict) -> set[Path]:
     return {f for f in files if f.name not in NOT_DEPS}
 
 
-@pytest.mark.parametrize("name", ["download", "normalize", "train", "evaluate"])
+@pytest.mark.parametrize("name", ["conf", "download", "normalize", "train", "evaluate"])
 def test_dvc_yaml_code_deps_are_exactly_what_the_stage_imports(name):
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][name]
     script = REPO / stage["cmd"].split()[1]

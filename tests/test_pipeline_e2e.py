@@ -250,6 +250,39 @@ def test_diverging_training_marks_the_run_failed_and_writes_no_weights(project, 
     assert not [r for r in runs(dest) if r.info.status == "RUNNING"]
 
 
+def test_a_failed_override_says_how_to_recover_and_the_run_cache_restores_without_retraining(project):
+    dest, env, _ = project
+    run(["dvc", "repro"], dest, env)  # whatever earlier tests left, consistent with dvc.lock
+    good, before = (dest / "params.yaml").read_text(), len(runs(dest))
+    params = yaml.safe_load(good)
+    params["train"]["batch_size"] = 0
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run(["dvc", "repro"], dest, env, check=False)
+    (line,) = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert failed.returncode != 0 and "train.batch_size" in line, failed.stderr
+    assert line.endswith("the previous outputs come back with: git checkout params.yaml && dvc checkout")
+    assert not (dest / "models" / "model.npz").exists()  # DVC removed the outputs before the stage ran
+
+    (dest / "params.yaml").write_text(good)
+    again = run(["dvc", "repro"], dest, env)
+    assert "Stage 'train' is cached - skipping run" in again.stdout and "Running stage" not in again.stdout
+    assert "up to date" in run(["dvc", "status"], dest, env).stdout
+    assert len(runs(dest)) == before and not [r for r in runs(dest) if r.info.status == "RUNNING"]
+
+
+def test_dvc_repro_warns_when_conf_was_edited_but_not_composed(project, tmp_path):
+    _, env, _ = project
+    copy = copy_of(project, tmp_path)  # the edited conf/ stays recorded in this copy's dvc.lock
+    sgd = copy / "conf" / "train" / "sgd.yaml"
+    sgd.write_text(sgd.read_text().replace(f"epochs: {EPOCHS}", f"epochs: {EPOCHS + 1}"))
+    status = run(["dvc", "status"], copy, env).stdout  # visible before any repro
+    assert status.startswith("conf:") and "modified:" in status, status
+    done = run(["dvc", "repro"], copy, env)
+    (warning,) = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert f"train.epochs: {EPOCHS} in params.yaml, {EPOCHS + 1} in conf/" in warning and "make params" in warning
+    assert "Running stage 'conf'" in done.stdout and "Running stage 'train'" not in done.stdout
+
+
 def test_queued_experiments_log_into_the_repository_store(project):
     dest, env, _ = project
     run(["git", "add", "-A"], dest, env)  # the baseline the queue starts from, with dvc.lock
