@@ -113,15 +113,16 @@ def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_
 def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_path):
     env, project, _ = cluster
     study = f"team-{os.getpid()}"
-    args = ["hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}", "hydra.sweeper.n_trials=2"]
-    args += ["train.batch_size=choice(16,32)"]
+    args = ["hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}", "hydra.sweeper.n_trials=4"]
+    args += ["train.batch_size=choice(16,32)", "hydra.sweeper.pruner=median"]
     workers = [project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / str(i)}") for i in range(2)]
     for worker in workers:
         finished(worker)
     trials = optuna.load_study(study_name=study, storage=env["MNIST_NP_OPTUNA_STORAGE"]).trials
-    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-    assert len({t.params["train.lr"] for t in trials}) == 4  # no trial repeated another
+    assert len(trials) in (4, 5)  # the study's 4, together; each process may start one past it
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert all(list(t.intermediate_values) == [1] for t in trials)  # every job reported through PostgreSQL
+    assert len({t.params["train.lr"] for t in trials}) == len(trials)  # no trial repeated another
     experiment = api(env["MLFLOW_TRACKING_URI"], "experiments/get-by-name?experiment_name=mnist")["experiment"]
     parents = api(
         env["MLFLOW_TRACKING_URI"],

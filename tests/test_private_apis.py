@@ -1,4 +1,4 @@
-"""The three private APIs the project leans on, each for a reason named beside its use: an upgrade that
+"""The four private APIs the project leans on, each for a reason named beside its use: an upgrade that
 moves or changes one fails here, by name, instead of deep inside a sweep or the cluster test."""
 
 from __future__ import annotations
@@ -31,6 +31,16 @@ def test_hydras_caching_config_repository_is_still_what_freezes_a_sweeps_conf():
     assert list(inspect.signature(CachingConfigRepository).parameters) == ["delegate"]
     source = inspect.getsource(ConfigLoaderImpl)
     assert "CachingConfigRepository(self.repository)" in source and "self.repository = " in source
+
+
+def test_optuna_trials_still_carry_the_id_a_pruning_job_needs():
+    # The Optuna sweeper tells each job its trial's storage id (Trial._trial_id; Optuna names trials
+    # publicly only by number), and the job builds optuna.trial.Trial(study, trial_id) from it.
+    import optuna
+
+    study = optuna.create_study()
+    trial = study.ask()
+    assert isinstance(trial._trial_id, int) and optuna.trial.Trial(study, trial._trial_id).number == trial.number
 
 
 def test_rays_localhost_replacement_is_still_what_ray_node_turns_off():

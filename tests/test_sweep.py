@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from helpers import REPO, SOURCE, migrated_store, run, sweep, sweep_cmd
+from helpers import REPO, SOURCE, Watched, in_process, migrated_store, run, sweep, sweep_cmd, wait_for
 from mnist_np.data import splits
 
 COMPARE = str(REPO / "pipelines" / "compare.py")
@@ -286,3 +287,58 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
         timeout=300,
     )
     assert bad.returncode == 2 and "cannot sort by 'nonsense'" in bad.stderr
+
+
+def test_an_optuna_study_prunes_in_joblib_workers_and_resumes_after_sigterm(workdir):
+    """The study's trials are queued in a known order (lr 0.3 learns, lr 1e-5 crawls), so the median
+    pruner's choices are known: the crawling trials stop after one epoch once two good ones finished.
+    The sweep is stopped in its second round, then started again with the study's name."""
+    work, env = workdir
+    name, storage = "resumable", f"sqlite:///{work / 'optuna.db'}"  # beside the workdir's store
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    for lr in (0.3, 0.3, 1e-5, 0.3):
+        study.enqueue_trial({"train.lr": lr})
+    cmd = sweep_cmd(
+        work,
+        "hydra/sweeper=mnist_optuna",
+        f"hydra.sweeper.study_name={name}",
+        "hydra.sweeper.n_trials=4",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.pruner=median",
+        "+hydra.sweeper.pruner_args.n_startup_trials=1",
+        "train.lr=choice(0.3,0.00001)",
+        "train.batch_size=16",
+        "model.hidden_size=8",
+        "train.epochs=100",
+    )
+    first = Watched(cmd, work, env)
+    first.wait_for_line("pruned at epoch 1")  # job 2, in the second round, beside job 3
+    wait_for(lambda: sum("epoch 10/100" in line for line in first.out) == 3, what="job 3 under way")
+    assert first.stop(signal.SIGTERM)[0] == 143
+    interrupted = [t for t in optuna.load_study(study_name=name, storage=storage).trials if t.state.name == "FAIL"]
+    assert [t.number for t in interrupted] == [3] and interrupted[0].params == {"train.lr": 0.3}
+
+    run(cmd, work, env)  # the same study, started again: trial 3's parameters again, and it is done
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert [(t.state.name, t.params["train.lr"]) for t in trials] == [
+        ("COMPLETE", 0.3),
+        ("COMPLETE", 0.3),
+        ("PRUNED", 1e-5),
+        ("FAIL", 0.3),  # stopped by the SIGTERM
+        ("COMPLETE", 0.3),  # trial 3's parameters, queued again when it was stopped
+    ]
+    assert trials[4].system_attrs["failed_trial"] == 3 and trials[2].last_step == 1
+    runs = runs_in(env)
+    children = runs[runs["tags.sweep"] != "parent"]
+    assert sorted(children["status"]) == ["FINISHED"] * 3 + ["KILLED"] * 2  # trial 2 pruned, trial 3 stopped
+    (pruned,) = [row for _, row in children.iterrows() if row["tags.pruned_at_epoch"] == "1"]
+    assert pruned["params.train.lr"] == "1e-05" and pruned["status"] == "KILLED"
+    history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(pruned["run_id"], "val_accuracy")
+    assert [m.step for m in history] == [1]  # its epoch kept
+    parents = runs[runs["tags.sweep"] == "parent"].sort_values("start_time")
+    assert list(parents["status"]) == ["KILLED", "FINISHED"]
+    stopped = parents.iloc[0]
+    assert stopped["tags.sweep.pruned_jobs"] == "1" and stopped["tags.sweep.pruned_epochs_saved"] == "25%"
+    table = in_process(COMPARE, ["--experiment", "mnist", "--no-plots"], work, env).stdout
+    assert table.count("PRUNED") == 1, table

@@ -3,3 +3,4 @@ RANK_METRIC = "kept_val_accuracy"  # validation accuracy of the weights a run ke
 # processes; passed to Ray tasks through the launcher's runtime_env, conf/hydra/launcher/ray.yaml).
 PARENT_ENV = "MNIST_NP_SWEEP_PARENT_RUN_ID"
 ROOT_ENV = "MNIST_NP_ROOT"
+STORAGE_ENV = "MNIST_NP_OPTUNA_STORAGE"  # the Optuna study's database URL (make cluster-up sets a team's)

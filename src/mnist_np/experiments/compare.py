@@ -12,6 +12,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from ..errors import UserError
 from ..tracking import liveness
 from . import RANK_METRIC, comparison_plots
+from .pruning import PRUNED_EPOCH_TAG
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
 METRICS = (
@@ -110,6 +111,10 @@ def runs_table(
             table[column[len("tags.") :]] = runs[column]
     if "tags.failure" in runs:  # why a run FAILED (training diverged, say)
         table["failure"] = runs["tags.failure"]
+    if f"tags.{PRUNED_EPOCH_TAG}" in runs:  # stopped by an Optuna sweep's pruner: not a failure
+        stopped = pd.to_numeric(runs[f"tags.{PRUNED_EPOCH_TAG}"], errors="coerce").astype("Int64")
+        table.loc[stopped.notna(), "status"] = "PRUNED"
+        table["pruned_at_epoch"] = stopped
     for name in ("epochs_run", "kept_epoch"):  # MLflow stores every metric as a float
         table[name] = table[name].astype("Int64")
     if sort not in table:

@@ -14,9 +14,11 @@ SQLAlchemy MLflow needs; this is the part of it the project uses, on today's Opt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,9 +33,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import ConfigError
+from . import STORAGE_ENV, pruning
+
 log = logging.getLogger(__name__)
-STORAGE_ENV = "MNIST_NP_OPTUNA_STORAGE"  # a database URL shared by a team's sweeps (make cluster-up sets it)
 STUDY_FILE = "optuna.db"
+HEARTBEAT_S, GRACE_S = 30, 120
 
 
 def default_storage(tracking_uri: str) -> str | None:
@@ -58,7 +63,17 @@ def open_storage(url: str | None, attempts: int = 5):
         return None
     for attempt in range(1, attempts + 1):
         try:
-            return optuna.storages.RDBStorage(url)
+            with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    # While a sweep runs its trials it beats for them (TrialHeartbeats); a trial whose
+                    # sweep died outright (kill -9, a lost node) is failed once GRACE_S pass without a
+                    # beat, and its parameters are queued again (fail_stale_trials, every round).
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+                )
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == attempts:
                 raise
@@ -114,6 +129,8 @@ class OptunaSweeper(Sweeper):
         n_jobs: int,
         seed: int | None,
         params: DictConfig | None,
+        pruner: str = "none",
+        pruner_args: DictConfig | None = None,
     ) -> None:
         self.direction = direction
         self.study_name = study_name
@@ -122,6 +139,8 @@ class OptunaSweeper(Sweeper):
         self.n_jobs = n_jobs
         self.seed = seed
         self.params = OmegaConf.to_container(params) if params else {}
+        self.pruner = pruner
+        self.pruner_args = OmegaConf.to_container(pruner_args) if pruner_args else {}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -142,43 +161,136 @@ class OptunaSweeper(Sweeper):
             else:
                 space[override.get_key_element()] = found
         storage = self.storage or default_storage(mlflow.get_tracking_uri())
+        pruner = pruning.make_pruner(self.pruner, self.pruner_args)
+        if storage is None and self.pruner != "none":
+            raise ConfigError(
+                "pruning needs a study storage every job can reach; set hydra.sweeper.storage or "
+                f"${STORAGE_ENV} to a database URL"
+            )
+        if storage:
+            os.environ[STORAGE_ENV] = storage  # for the jobs' pruning reports (pruning.py)
         name = self.study_name or f"mnist-{datetime.now():%Y%m%d-%H%M%S-%f}"
         # Processes sharing a named study must each draw differently, or they would all propose the
         # same trials: their samplers are seeded afresh (the seed plus the pid repeated in containers,
         # where every process is pid 1), since their interleaving makes such a study unrepeatable
         # anyway. A sweep's own study repeats exactly with the same seed.
         seed = None if self.study_name else self.seed
+        opened = open_storage(storage)
         study = optuna.create_study(
             study_name=name,
-            storage=open_storage(storage),
+            storage=opened,
             sampler=optuna.samplers.TPESampler(seed=seed),
+            pruner=pruner,
             direction=self.direction,
             load_if_exists=True,  # several sweep processes with one study_name share its trials
         )
         _record_study_on_parent(name, storage)
-        log.info("Optuna study %r in %s: %d trials, %d at a time", name, redacted(storage), self.n_trials, self.n_jobs)
+        done = len(finished_trials(study))
+        log.info(
+            "Optuna study %r in %s: %d trials (%d finished before), %d at a time, pruner %s",
+            name,
+            redacted(storage),
+            self.n_trials,
+            done,
+            self.n_jobs,
+            self.pruner,
+        )
 
-        job_idx, remaining = 0, self.n_trials
-        while remaining > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            overrides = [[f"{k}={v}" for k, v in {**trial.params, **fixed}.items()] for trial in trials]
-            returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
+        job_idx = 0
+        while True:
+            if storage:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)  # trials of sweeps that died: failed, queued again
+            # The study's total, not this process's: processes sharing a study reach it together
+            # (each may start one round past it), and a stopped sweep started again finishes it.
+            remaining = self.n_trials - len(finished_trials(study))
+            if remaining <= 0:
+                break
+            with warnings.catch_warnings():  # Optuna expects heartbeats from study.optimize only
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
+            overrides = [
+                [
+                    *(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()),
+                    *([pruning.job_override(name, trial._trial_id, self.pruner, self.pruner_args)] if storage else []),
+                ]
+                for trial in trials
+            ]
+            try:
+                with TrialHeartbeats(opened, trials):
+                    returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
+            except BaseException:  # stopped (Ctrl-C, SIGTERM, a lost node): the trials may run again
+                for trial in trials:
+                    fail_for_retry(study, trial.number)
+                raise
             job_idx += len(returns)
-            remaining -= len(returns)
             for trial, ret in zip(trials, returns):
                 try:
-                    value = float(ret.return_value)  # re-raises a job's unexpected exception
+                    value = ret.return_value  # re-raises a job's unexpected exception
                 except BaseException:
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     raise
-                if math.isfinite(value):
-                    study.tell(trial, value)
+                if isinstance(value, pruning.Pruned):
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                elif math.isfinite(value):
+                    study.tell(trial, float(value))
                 else:  # the job failed cleanly (its run is FAILED with the reason)
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
             best = {"study_name": name, "best_params": study.best_params, "best_value": study.best_value}
             OmegaConf.save(OmegaConf.create(best), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
         _log_figures(study)
+
+
+def finished_trials(study) -> list:
+    """The study's trials that ran to an end: complete or pruned (failed ones do not count)."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=done)
+
+
+class TrialHeartbeats:
+    """Within the block, record a heartbeat in the study's storage for each of `trials` every
+    HEARTBEAT_S seconds (from a daemon thread), as Optuna's own optimize loop does for its trials."""
+
+    def __init__(self, storage, trials: list) -> None:
+        self.storage, self.ids = storage, [t._trial_id for t in trials]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="optuna-heartbeats", daemon=True)
+
+    def _beat(self) -> None:
+        while True:
+            for trial_id in self.ids:
+                with contextlib.suppress(Exception):  # a beat missed now is sent at the next one
+                    self.storage.record_heartbeat(trial_id)
+            if self.stopped.wait(HEARTBEAT_S):
+                return
+
+    def __enter__(self) -> TrialHeartbeats:
+        if self.storage is not None and self.storage.get_heartbeat_interval() is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+def fail_for_retry(study, number: int) -> None:
+    """Mark an interrupted trial FAIL and queue its parameters again (Optuna's own retry callback for stale trials),
+    so the study started again tries that configuration first."""
+    import optuna
+
+    trial = study.get_trials(deepcopy=False)[number]
+    if trial.state == optuna.trial.TrialState.RUNNING:
+        study.tell(number, state=optuna.trial.TrialState.FAIL)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+        retry(study, study.get_trials(deepcopy=False)[number])
 
 
 def _record_study_on_parent(name: str, storage: str | None) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -106,10 +107,16 @@ def load_training_data(cfg: config.Config, processed_dir: str | Path) -> Trainin
 
 
 def train(
-    cfg: config.Config, data: TrainingData, out_dir: str | Path, history_path: str | Path, progress: bool = True
+    cfg: config.Config,
+    data: TrainingData,
+    out_dir: str | Path,
+    history_path: str | Path,
+    progress: bool = True,
+    after_epoch: Callable[[int, float], None] | None = None,
 ) -> loop.Fit:
     """Train into the active MLflow run: params, per-epoch metrics, the weights (out_dir/model.npz,
-    also an artifact), the pyfunc model and the per-epoch history CSV."""
+    also an artifact), the pyfunc model and the per-epoch history CSV. `after_epoch(epoch, validation
+    accuracy)` is called once an epoch is logged (a sweep's pruning: it may raise to stop)."""
     weights_path = Path(out_dir) / WEIGHTS_FILE
     mlflow.log_params(config.flatten(cfg))
     mlflow.set_tag(MLFLOW_RUN_NOTE, description(cfg))
@@ -140,6 +147,8 @@ def train(
             stats.val_accuracy,
             stats.seconds,
         )
+        if after_epoch is not None:
+            after_epoch(epoch, stats.val_accuracy)
 
     try:
         fit = loop.fit(

@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
+import mlflow
 from hydra.core.hydra_config import HydraConfig
+from mlflow.entities import RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
@@ -20,7 +22,7 @@ from ..data import splits
 from ..errors import UserError
 from ..tracking import liveness, runs, store
 from ..training import cores
-from . import PARENT_ENV, stages
+from . import PARENT_ENV, pruning, stages
 from .job_data import fetch_processed, processed_dir, project_root
 from .sweep_check import validated
 
@@ -37,12 +39,13 @@ def ray_node() -> dict[str, str]:
     return {"ray.node_id": node_id, "ray.node_ip": address}
 
 
-def run_job(cfg_node: DictConfig) -> float:
+def run_job(cfg_node: DictConfig) -> float | pruning.Pruned:
     """One Hydra job: train and evaluate with `cfg_node`, as a child of the sweep's parent run.
 
     Outputs go to the job's Hydra output directory. Returns the validation accuracy of the kept
     weights (the best epoch's with early stopping), which is what the Optuna sweeper maximises;
-    NaN when the job failed (its run is FAILED with the reason), which Optuna records as a failed trial.
+    NaN when the job failed (its run is FAILED with the reason), which Optuna records as a failed
+    trial; pruning.Pruned when the study's pruner stopped it (its run is KILLED, tagged `pruned`).
     """
     cli.stop_on_sigterm()  # in a worker process too: a stopped job still ends its run KILLED
     cli.quiet_mlflow()
@@ -55,7 +58,7 @@ def run_job(cfg_node: DictConfig) -> float:
         return _run_job(cfg_node)
 
 
-def _run_job(cfg_node: DictConfig) -> float:
+def _run_job(cfg_node: DictConfig) -> float | pruning.Pruned:
     cfg = validated(cfg_node)
     hydra = HydraConfig.get()
     root = project_root(hydra)
@@ -69,12 +72,21 @@ def _run_job(cfg_node: DictConfig) -> float:
     if os.environ.get(PARENT_ENV):  # a multirun; a single `python pipelines/sweep.py key=value` has no parent
         tags.update({MLFLOW_PARENT_RUN_ID: os.environ[PARENT_ENV], "sweep.job": str(hydra.job.num)})
     tags.update(ray_node())
+    report = pruning.reporter_from_env()  # an Optuna sweep that prunes: report each epoch to the trial
     try:
         with (
             liveness.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags),
             runs.ended_on_failure(),
         ):
-            fit = stages.train(cfg, data, out_dir, out_dir / stages.HISTORY_FILE, progress=False)
+            try:
+                fit = stages.train(
+                    cfg, data, out_dir, out_dir / stages.HISTORY_FILE, progress=False, after_epoch=report
+                )
+            except pruning.Pruned as pruned:  # its epochs are in the run; it ends KILLED, tagged why
+                mlflow.set_tags({pruning.PRUNED_TAG: str(pruned), pruning.PRUNED_EPOCH_TAG: str(pruned.epoch)})
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+                log.info("job %d (%s) pruned at %s", hydra.job.num, stages.run_name(cfg), pruned)
+                return pruned
             stages.evaluate(fit.params, test, out_dir)
     except UserError as exc:  # training diverged, or the data went bad since the sweep started
         log.error("error: job %d (%s) failed: %s", hydra.job.num, stages.run_name(cfg), exc)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
@@ -35,7 +36,7 @@ from omegaconf import DictConfig
 from .. import cli
 from ..errors import UserError
 from ..tracking import liveness, runs, store
-from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots
+from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, pruning
 from .compare import SWEPT, varying_params
 from .job_data import project_root
 from .sweep_check import check_sweep
@@ -135,6 +136,10 @@ class SweepCallback(Callback):
         finished = children[children["status"] == "FINISHED"] if len(children) else children
         client.set_tag(parent_id, "sweep.children", str(len(children)))
         client.set_tag(parent_id, "sweep.failed_jobs", str(failed))
+        pruned, saved = pruning_savings(children)
+        if pruned:
+            client.set_tag(parent_id, "sweep.pruned_jobs", str(pruned))
+            client.set_tag(parent_id, "sweep.pruned_epochs_saved", f"{saved:.0%}")
         if len(finished):
             self._record_best(client, parent_id, finished)
         client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
@@ -176,9 +181,26 @@ class SweepCallback(Callback):
         log.info("compare the sweep's runs: python pipelines/compare.py --sweep %s", parent_id)
 
 
+def pruning_savings(children) -> tuple[int, float]:
+    """How many of a sweep's children the pruner stopped, and the share of all planned epochs
+    (train.epochs of every child) they did not train."""
+    column = f"tags.{pruning.PRUNED_EPOCH_TAG}"
+    if not len(children) or column not in children:
+        return 0, 0.0
+    planned = pd.to_numeric(children["params.train.epochs"], errors="coerce")
+    stopped = pd.to_numeric(children[column], errors="coerce")
+    pruned = stopped.notna()
+    return int(pruned.sum()), float((planned[pruned] - stopped[pruned]).sum() / planned.sum())
+
+
 def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5) -> str:
     """The parent run's Markdown description: what was swept and how, and the best runs."""
-    params = parent.data.params
+    params, tags = parent.data.params, parent.data.tags
+    pruned = (
+        f", {tags['sweep.pruned_jobs']} pruned: {tags['sweep.pruned_epochs_saved']} of the planned epochs not trained"
+        if "sweep.pruned_jobs" in tags
+        else ""
+    )
     best = ranked.iloc[0]
     columns = [*(swept or SWEPT), RANK_METRIC, "test_accuracy"]
     rows = [
@@ -200,8 +222,8 @@ def describe(parent, ranked, swept: list[str], experiment_id: str, top: int = 5)
                 if "sweep.search_space" in params
                 else []
             ),
-            f"- jobs: {parent.data.tags.get('sweep.children', len(ranked))} "
-            f"({parent.data.tags.get('sweep.failed_jobs', 0)} failed); seed: {best.get('params.train.seed', '')}",
+            f"- jobs: {tags.get('sweep.children', len(ranked))} ({tags.get('sweep.failed_jobs', 0)} failed"
+            f"{pruned}); seed: {best.get('params.train.seed', '')}",
             f"- best: [{best['tags.mlflow.runName']}](#/experiments/{experiment_id}/runs/{best['run_id']}), "
             f"ranked by {RANK_METRIC}",
             "",
