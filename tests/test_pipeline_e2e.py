@@ -92,6 +92,8 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     link = f"{page}?workflowType=machine_learning"
     assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in out and link in out
     assert "Downloading artifacts" not in out and "Add type hints" not in out
+    assert "Creating initial MLflow database tables" not in out and "Validating input example" not in out
+    assert "%|" not in out  # no progress bars in output that is not a terminal (tqdm's disable=None)
     experiment = store(dest).get_experiment(only.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "params.data.mirrors" not in only.data.params and "data.val_size" in only.data.params

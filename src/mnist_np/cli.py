@@ -105,6 +105,9 @@ def error_line(message: str) -> str:
 def quiet_mlflow() -> None:
     """No progress bars or routine notices from MLflow's own calls; its warnings still show."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow sets its loggers' level from this when it is imported ("Creating initial MLflow database
+    # tables", "Validating input example against model signature" are INFO).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     # A tracking server's run links in MLflow's own format (ours, with the training views, are logged).
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)

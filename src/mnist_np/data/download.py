@@ -47,7 +47,7 @@ def fetch(url: str, dest: Path, sha256: str, timeout: float, progress: bool = Tr
             unit="B",
             unit_scale=True,
             desc=dest.name,
-            disable=not progress,
+            disable=None if progress else True,  # None: on a terminal only (tqdm's rule), not in logs
             leave=False,
         ) as bar:
             while block := response.read(1 << 16):
