@@ -43,9 +43,12 @@ def ui_server(tracking_uri: str):
         yield base
 
 
-def capture(base: str, experiment_id: str, runs: dict[str, str], out: Path, browser_path: str) -> list[Path]:
-    """Screenshots of the runs table filtered to `runs` ({run id: run name}) and of their compare
-    view; raises RuntimeError naming the runs a page did not show."""
+def capture(
+    base: str, experiment_id: str, parent: str, runs: dict[str, str], out: Path, browser_path: str
+) -> list[Path]:
+    """Screenshots of the runs table filtered to `runs` ({run id: run name}, the children of the
+    sweep named `parent`) and of their compare view; raises RuntimeError naming the runs a page did
+    not show."""
     from playwright.sync_api import Error, sync_playwright
 
     from mnist_np.tracking.store import ui_page
@@ -65,10 +68,10 @@ def capture(base: str, experiment_id: str, runs: dict[str, str], out: Path, brow
             for name, url in (("sweep-runs", table), ("sweep-compare", compare)):
                 page.goto(url)
                 if name == "sweep-runs":  # the children are nested under their parent: expand it
-                    parent = page.locator("[role=row]").filter(has_text="sweep ").first
+                    row = page.locator("[role=row]").filter(has_text=parent).first
                     try:
-                        parent.wait_for(timeout=PAGE_TIMEOUT_MS)
-                        parent.locator('[col-id*="Run Name"] button').first.click()
+                        row.wait_for(timeout=PAGE_TIMEOUT_MS)
+                        row.locator('[col-id*="Run Name"] button').first.click()
                     except Error as exc:
                         raise RuntimeError(f"{url} does not show the sweep's parent run") from exc
                 missing = list(runs.values())
@@ -121,7 +124,8 @@ def main() -> None:
     runs = dict(zip(children["run_id"], children["tags.mlflow.runName"]))
     with ui_server(uri) as base:
         try:
-            saved = capture(base, experiment.experiment_id, runs, Path(args.out), browser_path)
+            name = mlflow.get_run(parent).info.run_name
+            saved = capture(base, experiment.experiment_id, name, runs, Path(args.out), browser_path)
         except RuntimeError as exc:
             raise SystemExit(f"error: {exc}") from None
     print("runs shown:", ", ".join(sorted(runs.values())))

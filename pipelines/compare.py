@@ -42,7 +42,7 @@ def main() -> None:
     table = compare.runs_table(experiment, args.sweep, args.top, args.sort, args.numerics)
     print(f"{compare.describe_selection(experiment, table)}, by {args.sort}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
-        print(table.drop(columns=["start_time"]).to_string(index=False))
+        print(compare.readable(table).to_string(index=False))
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.markdown:

@@ -60,7 +60,8 @@ def test_the_ui_shows_a_sweeps_runs_in_a_real_browser(server, tiny_mnist, tmp_pa
     sweep(work, env, "model.hidden_size=8,16", "train.lr=0.05,0.1")
     experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
     found = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
-    names = sorted(r["info"]["run_name"] for r in found if not r["info"]["run_name"].startswith("sweep "))
+    children = [r for r in found if {"key": "sweep", "value": "parent"} not in r["data"]["tags"]]
+    names = sorted(r["info"]["run_name"] for r in children)
     assert len(names) == 4
 
     shots = tmp_path / "shots"

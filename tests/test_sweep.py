@@ -67,6 +67,8 @@ def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
         == best["tags.mlflow.runName"]
         == f"h{best['params.model.hidden_size']}-lr{best['params.train.lr']}-b32-e1"
     )
+    # The parent is named with the answer: what was swept, the best accuracy and which run had it.
+    assert parent["tags.mlflow.runName"] == f"grid hidden_size x lr: {top:.1%} {best['tags.mlflow.runName']}"
     note = parent["tags.mlflow.note.content"]
     assert "train.lr=0.05,0.2" in note and f"runs/{parent['tags.best_run_id']}" in note and note.count("\n| [h") == 4
     assert all(c.startswith("784-") and "SGD lr" in c for c in children["tags.mlflow.note.content"])
@@ -248,7 +250,11 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
     table = pd.read_csv(work / "runs.csv")
     assert len(table) == 3 and table["kept_val_accuracy"].is_monotonic_decreasing
     assert {"train.lr", "model.hidden_size", "train.batch_size", "test_accuracy"} <= set(table.columns)
-    assert table["run_id"].iloc[0] in done.stdout
+    # Printed as a person reads it: by name, best first, only what varies among the rows shown.
+    title, header, first_row, *_ = done.stdout.splitlines()
+    assert title.endswith("(the best 3 of 4 runs), by kept_val_accuracy:")
+    assert first_row.split()[:2] == [table["run_name"].iloc[0], "FINISHED"]
+    assert "run_id" not in header and "train.batch_size" not in header and "kept_val_accuracy" in header
     assert (work / "runs.md").read_text().startswith("| run_id")
     figures = {p.name for p in (work / "figs").rglob("*.png")}
     assert figures == {
@@ -260,7 +266,7 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
         "misclassified.png",
     }
     parent = runs_in(env).query("`tags.sweep` == 'parent'").iloc[0]
-    assert f"the runs of sweep {parent['tags.mlflow.runName']!r} ({parent['run_id']})" in done.stdout
+    assert f"the runs of sweep {parent['tags.mlflow.runName']!r} ({parent['run_id']})" in title
 
     by_loss = subprocess.run(
         [

@@ -52,8 +52,23 @@ def latest_sweep(experiment_id: str) -> str:
     return parents["run_id"].iloc[0]
 
 
+def readable(table: pd.DataFrame) -> pd.DataFrame:
+    """The runs table as a person reads it in a terminal: runs by name (ids stay in --csv), and only
+    the columns whose values differ between the rows shown, besides the run's status and scores."""
+    kept = ("run_name", "status", RANK_METRIC, "test_accuracy")
+    shown = table.drop(columns=["run_id", "start_time"], errors="ignore")
+    return shown[[c for c in shown.columns if c in kept or shown[c].astype(str).nunique() > 1]]
+
+
 def describe_selection(experiment: str, table: pd.DataFrame) -> str:
-    """What a runs_table shows, in words: a sweep (named, with its id) or a whole experiment."""
+    """What a runs_table shows, in words: a sweep (named, with its id) or a whole experiment, and
+    how many runs --top left out."""
+    total = table.attrs.get("total", len(table))
+    cut = f" (the best {len(table)} of {total} runs)" if total > len(table) else ""
+    return _selection(experiment, table) + cut
+
+
+def _selection(experiment: str, table: pd.DataFrame) -> str:
     parent_id = table.attrs.get("sweep")
     if not parent_id:
         return f"all runs of experiment {experiment!r}"
@@ -122,7 +137,9 @@ def runs_table(
             f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}"
         )
     table = table.sort_values(sort, ascending="loss" in sort, na_position="last", kind="stable")
+    total = len(table)
     table = (table.head(top) if top else table).reset_index(drop=True)
+    table.attrs["total"] = total  # before --top: describe_selection says how many were left out
     table.attrs["sweep"] = sweep  # the parent run id "latest" resolved to, for describe_selection
     return table
 
