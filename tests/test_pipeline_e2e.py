@@ -98,8 +98,9 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "params.data.mirrors" not in only.data.params and "data.val_size" in only.data.params
     datasets = {d.dataset.name: d for d in only.inputs.dataset_inputs}
-    assert set(datasets) == {"mnist-train", "mnist-val"}
-    assert datasets["mnist-train"].dataset.digest == only.data.tags["data.sha256.train.npz"][:16]
+    assert set(datasets) == {"mnist-train", "mnist-val", "mnist-test"}
+    assert [tag.value for tag in datasets["mnist-test"].tags if tag.key == "mlflow.data.context"] == ["test"]
+    assert datasets["mnist-train"].dataset.digest == json.loads(only.data.tags["data.sha256"])["train.npz"][:16]
     training = json.loads((dest / "reports" / "training.json").read_text())
     assert training == {
         "kept_epoch": EPOCHS,
@@ -113,7 +114,7 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     head = run(["git", "rev-parse", "HEAD"], dest, env).stdout.strip()
     assert only.data.tags[MLFLOW_GIT_COMMIT] == head and only.data.tags["git_dirty"] == "false"
     assert only.data.metrics["kept_epoch"] == EPOCHS and only.data.metrics["epochs_run"] == EPOCHS
-    assert only.data.tags["data.sha256.train-images-idx3-ubyte.gz"].startswith("440fcabf")
+    assert json.loads(only.data.tags["data.sha256"])["train-images-idx3-ubyte.gz"].startswith("440fcabf")
     weights = mlflow.artifacts.download_artifacts(
         run_id=only.info.run_id, artifact_path="weights/model.npz", tracking_uri=f"sqlite:///{dest / 'mlflow.db'}"
     )
@@ -365,8 +366,9 @@ def test_a_second_dataset_is_one_file_and_one_selection(project, tmp_path):
     assert json.loads((copy / "reports" / "classification.json").read_text())["confusion_matrix"]
     assert sum(map(sum, json.loads((copy / "reports" / "classification.json").read_text())["confusion_matrix"])) == 50
     latest = runs(copy)[-1]
-    assert {d.dataset.name for d in latest.inputs.dataset_inputs} == {"tiny-train", "tiny-val"}
-    assert latest.data.tags["data.sha256.train-images-idx3-ubyte.gz"] == sha256_file(paths["train_images"])
+    assert {d.dataset.name for d in latest.inputs.dataset_inputs} == {"tiny-train", "tiny-val", "tiny-test"}
+    digests = json.loads(latest.data.tags["data.sha256"])
+    assert digests["train-images-idx3-ubyte.gz"] == sha256_file(paths["train_images"])
 
 
 def test_a_selection_made_with_make_params_survives_dvc_exp_run(project, tmp_path):

@@ -238,6 +238,12 @@ def sha256_of_test_split(processed_dir: Path) -> str:
     return splits.load_stats(processed_dir)["processed_sha256"]["test.npz"]
 
 
+def log_test_input(cfg: config.Config, test: splits.Split, processed_dir: Path) -> None:
+    """The test split as the active run's dataset input (context "test"), beside training and validation."""
+    path = processed_dir / "test.npz"
+    runs.log_dataset(test.x, test.y, sha256_of_test_split(processed_dir), path, f"{cfg.data.dataset}-test", "test")
+
+
 def earlier_test_metrics(reports_dir: Path, weights_sha256: str, test_sha256: str) -> dict[str, float]:
     """The test metrics in `reports_dir` if the evaluate stage scored exactly these weights on exactly
     this test split there, else {}. When retrained weights come out as the lock records them (a fresh
@@ -303,6 +309,7 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
         )
     scored = {"weights_sha256": digest, "test_sha256": sha256_of_test_split(processed_dir)}
     with liveness.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
+        log_test_input(cfg, test, processed_dir)
         summary = evaluate(params, test, reports_dir, found[0].data.metrics, scored)
     log.info(
         "run %s: test accuracy %.2f%%, test loss %.4f; %s",

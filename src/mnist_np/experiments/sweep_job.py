@@ -87,6 +87,7 @@ def _run_job(cfg_node: DictConfig) -> float | pruning.Pruned:
                 mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
                 log.info("job %d (%s) pruned at %s", hydra.job.num, stages.run_name(cfg), pruned)
                 return pruned
+            stages.log_test_input(cfg, test, processed)
             stages.evaluate(fit.params, test, out_dir)
     except UserError as exc:  # training diverged, or the data went bad since the sweep started
         log.error("error: job %d (%s) failed: %s", hydra.job.num, stages.run_name(cfg), exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -21,6 +22,7 @@ from ..errors import known_failure
 # What decides a run's result besides its params: a change here makes the run's code differ from
 # its commit. DVC's outputs (reports/) and params.yaml, which `dvc exp run -S` rewrites, do not count.
 CODE_PATHS = ("src", "pipelines", "conf", "dvc.yaml", "pyproject.toml", "requirements.lock")
+DATA_TAG = "data.sha256"  # {file name: SHA-256} of the raw downloads and the processed train/val splits
 
 
 def git_tags(root: Path) -> dict[str, str]:
@@ -48,7 +50,8 @@ def git_tags(root: Path) -> dict[str, str]:
 
 def run_tags(root: Path, data_checksums: dict[str, str], entry_point: str) -> dict[str, str]:
     tags = {"entry_point": entry_point, **git_tags(root)}
-    tags.update({f"data.sha256.{name}": digest for name, digest in data_checksums.items()})
+    # One tag, not one per file: the UI lists every tag of a run, truncated (eight hashes were eight rows).
+    tags[DATA_TAG] = json.dumps(data_checksums)
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
