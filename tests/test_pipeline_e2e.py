@@ -419,7 +419,10 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_reproduce(proje
         "-c",
         "from pathlib import Path; from mnist_np.experiments import job_data; job_data.fetch_processed(Path.cwd())",
     ]
-    run(fetch, clone, env)
+    # Four jobs starting at once on that node: one pulls, the others wait for it; all four go on.
+    jobs = [subprocess.Popen(fetch, cwd=clone, env=env, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    for job in jobs:
+        assert job.wait(timeout=300) == 0, job.stderr.read()
     assert (clone / "data" / "processed" / "train.npz").is_file() and not (clone / "models").exists()
     run(["dvc", "pull"], clone, env)
     for name in ("models/model.npz", "data/processed/train.npz", "data/raw/t10k-labels-idx1-ubyte.gz"):
@@ -440,3 +443,5 @@ def test_dvc_push_then_pull_into_a_fresh_clone_leaves_nothing_to_reproduce(proje
     failed = run(fetch, damaged, env, check=False)
     assert failed.returncode != 0 and "val.npz" in failed.stderr and "damaged" in failed.stderr, failed.stderr
     assert not (damaged / "data" / "processed").exists()
+    cached = [p for p in (damaged / ".dvc" / "cache").rglob("*") if p.is_file() and p.read_bytes()[:1000] == val[:1000]]
+    assert not cached  # gone from the node's DVC cache too: the next pull fetches it again

@@ -4,6 +4,7 @@ checked against the job's data settings."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from filelock import FileLock
 from omegaconf import DictConfig
 
 from .. import config
@@ -45,28 +47,55 @@ def fetch_processed(root: Path) -> None:
     """On a node whose checkout lacks data/processed/ (a Ray worker on another machine), get the
     prepared data from the DVC remote by the hashes dvc.lock records, then check each file against
     the SHA-256 the normalize stage recorded in stats.json (DVC does not re-hash what it downloads
-    unless the remote says `verify = true`). Damaged data is removed, never trained on."""
+    unless the remote says `verify = true`). Jobs starting together on one node pull once: the
+    others wait for the first (a lock in .dvc/tmp), then find the data there. Damaged data is
+    removed, from the checkout and from the node's DVC cache, never trained on."""
     processed = root / PROCESSED_DIR
     if (processed / splits.STATS_FILE).is_file() or not (root / "dvc.lock").is_file():
         return
+    lock = root / ".dvc" / "tmp" / "mnist-np-pull.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock):
+        if not (processed / splits.STATS_FILE).is_file():  # else another job pulled it meanwhile
+            _pull(root, processed)
+    recorded = splits.load_stats(processed)["processed_sha256"]
+    damaged = [name for name, digest in recorded.items() if sha256_file(processed / name) != digest]
+    if damaged:
+        _forget_cached(root, damaged)
+        shutil.rmtree(processed, ignore_errors=True)
+        raise DataError(
+            f"{', '.join(damaged)} pulled from the DVC remote into {processed} do not match the SHA-256 recorded "
+            "when the data was prepared (removed again, also from this node's DVC cache); the remote's copy is "
+            "damaged: `dvc push` it again from a good copy, or run `dvc repro normalize` here"
+        )
+
+
+def _pull(root: Path, processed: Path) -> None:
     log.info("%s is not on this node: dvc pull from the remote", processed)
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
-    done = subprocess.run([dvc, "pull", "--quiet", str(PROCESSED_DIR)], cwd=root, capture_output=True, text=True)
+    done = subprocess.run([dvc, "pull", str(PROCESSED_DIR)], cwd=root, capture_output=True, text=True)
     if done.returncode:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        said = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        reason = next((line for line in said if line.startswith("ERROR")), said[-1] if said else "no output")
         raise DataError(
             f"{processed} is missing and `dvc pull` could not get it ({reason}); run "
             "`dvc push` where the data was prepared, or `dvc repro normalize` here"
         )
-    recorded = splits.load_stats(processed)["processed_sha256"]
-    damaged = [name for name, digest in recorded.items() if sha256_file(processed / name) != digest]
-    if damaged:
-        shutil.rmtree(processed)
-        raise DataError(
-            f"{', '.join(damaged)} pulled from the DVC remote into {processed} do not match the SHA-256 recorded "
-            "when the data was prepared (removed again); the remote's copy is damaged: `dvc push` it again "
-            "from a good copy, or run `dvc repro normalize` here"
-        )
+
+
+def _forget_cached(root: Path, names: list[str]) -> None:
+    """Remove the DVC cache's copies of these files of data/processed/, so that the next pull
+    fetches them again instead of checking out the damaged copy: the cache keeps each file under
+    the MD5 the directory's listing (`<md5>.dir`, named in dvc.lock) gives it."""
+    import yaml
+
+    cache = root / ".dvc" / "cache" / "files" / "md5"
+    outs = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["normalize"]["outs"]
+    listing_md5 = next(out["md5"] for out in outs if out["path"] == str(PROCESSED_DIR))
+    listing = json.loads((cache / listing_md5[:2] / listing_md5[2:]).read_text())
+    for entry in listing:
+        if entry["relpath"] in names:
+            (cache / entry["md5"][:2] / entry["md5"][2:]).unlink(missing_ok=True)
 
 
 def processed_dir(root: Path, cfg: config.Config) -> tuple[Path, dict]:
