@@ -1,6 +1,7 @@
 """Per-epoch metrics reach the real MLflow store (SQLite) in batches, with their epochs as steps,
 also when a stage fails after training; git tags; the process that owns a run, and its heartbeat."""
 
+import http.server
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from helpers import SOURCE
+from helpers import SOURCE, http_server
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.errors import DataError, UserError
@@ -129,3 +130,13 @@ def test_an_open_run_names_its_process_and_beats_until_it_ends(monkeypatch):
 
 def heartbeat(run_id: str) -> str:
     return MlflowClient().get_run(run_id).data.tags[liveness.HEARTBEAT_TAG]
+
+
+def test_the_ui_hint_quotes_the_store_and_is_left_out_when_a_ui_answers(tmp_path):
+    local = f"sqlite:///{tmp_path / 'my prøject ü' / 'mlflow.db'}"
+    with socket.create_server((processes.HOST, 0)) as taken:  # a port nothing serves HTTP on
+        nothing = f"http://{processes.HOST}:{taken.getsockname()[1]}"
+    assert store.ui_hint(local, nothing) == f"start the UI with: mlflow ui --backend-store-uri '{local}'"
+    with http_server(http.server.SimpleHTTPRequestHandler) as answering:
+        assert store.ui_hint(local, answering) is None
+    assert store.ui_hint("http://127.0.0.1:5001", nothing) is None  # a server is its own UI

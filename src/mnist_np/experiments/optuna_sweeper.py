@@ -335,7 +335,9 @@ def _log_figures(study) -> None:
                 axes = make(study)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             log.warning("Optuna figure %s skipped: %s", name, exc)
+            client.set_tag(parent, f"optuna.figure.{name}", f"not drawn: {exc}")
             continue
         figure = axes.flatten()[0].figure if hasattr(axes, "flatten") else axes.figure
-        client.log_figure(parent, figure, f"optuna/{name}.png")
+        # Optuna lays its figures out for a notebook: saved as they are, long labels were clipped.
+        client.log_figure(parent, figure, f"optuna/{name}.png", save_kwargs={"bbox_inches": "tight"})
         plt.close(figure)

@@ -258,6 +258,12 @@ def earlier_test_metrics(reports_dir: Path, weights_sha256: str, test_sha256: st
     return {k: float(v) for k, v in summary.items()}
 
 
+def log_ui_hint() -> None:
+    hint = store.ui_hint()
+    if hint:
+        log.info(hint)
+
+
 def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> str:
     """The train stage: one new MLflow run in the project store; returns its id. Where the reports
     already hold the test scores of the very weights it wrote, the run gets them too."""
@@ -285,6 +291,7 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
         fit.kept.epoch,
         store.run_link(experiment_id, run.info.run_id),
     )
+    log_ui_hint()
     return run.info.run_id
 
 
@@ -318,4 +325,5 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
         summary["test_loss"],
         store.run_link(experiment_id, run.info.run_id),
     )
+    log_ui_hint()
     return run.info.run_id, summary

@@ -181,6 +181,9 @@ class SweepCallback(Callback):
             store.run_link(experiment_id, best["run_id"], client.tracking_uri),
         )
         log.info("compare the sweep's runs: python pipelines/compare.py --sweep %s", parent_id)
+        hint = store.ui_hint(client.tracking_uri)
+        if hint:
+            log.info(hint)
 
 
 def result_name(parent, swept: list[str], best) -> str:

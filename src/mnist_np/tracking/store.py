@@ -13,6 +13,7 @@ import fcntl
 import os
 import shlex
 import sqlite3
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -204,9 +205,26 @@ def ui_page(base: str, experiment_id: str, run_id: str | None = None) -> str:
     return f"{path}/{run_id}?{TRAINING_VIEWS}" if run_id else f"{path}?{TRAINING_VIEWS}"
 
 
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
 def run_link(experiment_id: str, run_id: str, uri: str | None = None) -> str:
-    """Where a person sees the run: its page in the MLflow UI, and how to start the UI for a local store."""
+    """Where a person sees the run: its page in the MLflow UI (the server's, or `mlflow ui`'s)."""
     uri = uri or mlflow.get_tracking_uri()
     served = urllib.parse.urlparse(uri).scheme in ("http", "https")
-    page = ui_page(uri if served else "http://127.0.0.1:5000", experiment_id, run_id)
-    return page if served else f"{page} (start the UI with: mlflow ui --backend-store-uri {shlex.quote(uri)})"
+    return ui_page(uri if served else LOCAL_UI, experiment_id, run_id)
+
+
+def ui_hint(uri: str | None = None, ui: str = LOCAL_UI) -> str | None:
+    """How to start the UI a local store's link points at, on a line of its own; None for a
+    tracking server (it is the UI) or when something already answers at `ui`."""
+    uri = uri or mlflow.get_tracking_uri()
+    if urllib.parse.urlparse(uri).scheme in ("http", "https"):
+        return None
+    try:
+        with urllib.request.urlopen(ui, timeout=0.5):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answers
+    except (OSError, ValueError):
+        return f"start the UI with: mlflow ui --backend-store-uri {shlex.quote(uri)}"
