@@ -130,6 +130,8 @@ def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_pat
         {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"},
     )["runs"]
     assert len(parents) == 2  # both sweeps' parents, grouped under the study
+    seeds = {t["value"] for p in parents for t in p["data"]["tags"] if t["key"] == "optuna.sampler_seed"}
+    assert len(seeds) == 2  # each process drew its own sampler seed, recorded on its parent
 
 
 def test_sweeps_starting_together_on_an_empty_database_all_get_the_study_tables(cluster, tmp_path):

@@ -3,9 +3,11 @@
 Selected with `hydra/sweeper=mnist_optuna` (conf/hydra/sweeper/mnist_optuna.yaml). Each round asks
 the study for `n_jobs` trials, launches them through whichever Hydra launcher is configured (basic,
 joblib, ...) and tells the study what the jobs returned (the kept weights' validation accuracy; a
-failed job is a failed trial). The study persists: by default in `optuna.db` beside the SQLite MLflow
-store, or in the database `storage` names, so `optuna-dashboard` can open it and several sweep
-processes given the same `study_name` share one study. When the search ends, the sweep's parent
+failed job is a failed trial, a job its pruner stopped a pruned one: pruning.py), until the study
+has `n_trials` finished trials; a stopped sweep started again with its study_name goes on from
+there. The study persists: by default in `optuna.db` beside the SQLite MLflow store, or in the
+database `storage` names, so `optuna-dashboard` can open it and several sweep processes given the
+same `study_name` share one study. When the search ends, the sweep's parent
 run gets Optuna's figures.
 
 (Hydra's own Optuna plugin pins optuna<3, whose database storage no longer works with the
@@ -18,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 import warnings
@@ -171,10 +174,10 @@ class OptunaSweeper(Sweeper):
             os.environ[STORAGE_ENV] = storage  # for the jobs' pruning reports (pruning.py)
         name = self.study_name or f"mnist-{datetime.now():%Y%m%d-%H%M%S-%f}"
         # Processes sharing a named study must each draw differently, or they would all propose the
-        # same trials: their samplers are seeded afresh (the seed plus the pid repeated in containers,
-        # where every process is pid 1), since their interleaving makes such a study unrepeatable
-        # anyway. A sweep's own study repeats exactly with the same seed.
-        seed = None if self.study_name else self.seed
+        # same trials: their samplers get a random seed (the seed plus the pid repeated in containers,
+        # where every process is pid 1), recorded on the parent, since their interleaving makes such
+        # a study unrepeatable anyway. A sweep's own study repeats exactly with the same seed.
+        seed = secrets.randbelow(2**31) if self.study_name else self.seed
         opened = open_storage(storage)
         study = optuna.create_study(
             study_name=name,
@@ -184,7 +187,7 @@ class OptunaSweeper(Sweeper):
             direction=self.direction,
             load_if_exists=True,  # several sweep processes with one study_name share its trials
         )
-        _record_study_on_parent(name, storage)
+        _record_study_on_parent(name, storage, seed)
         done = len(finished_trials(study))
         log.info(
             "Optuna study %r in %s: %d trials (%d finished before), %d at a time, pruner %s",
@@ -220,7 +223,7 @@ class OptunaSweeper(Sweeper):
             try:
                 with TrialHeartbeats(opened, trials):
                     returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
-            except BaseException:  # stopped (Ctrl-C, SIGTERM, a lost node): the trials may run again
+            except BaseException:  # stopped (Ctrl-C, SIGTERM): these trials' parameters are queued again
                 for trial in trials:
                     fail_for_retry(study, trial.number)
                 raise
@@ -280,8 +283,8 @@ class TrialHeartbeats:
 
 
 def fail_for_retry(study, number: int) -> None:
-    """Mark an interrupted trial FAIL and queue its parameters again (Optuna's own retry callback for stale trials),
-    so the study started again tries that configuration first."""
+    """Mark an interrupted trial FAIL and queue its parameters again (Optuna's own retry callback
+    for stale trials), so that the study, started again, tries that configuration again."""
     import optuna
 
     trial = study.get_trials(deepcopy=False)[number]
@@ -293,7 +296,7 @@ def fail_for_retry(study, number: int) -> None:
         retry(study, study.get_trials(deepcopy=False)[number])
 
 
-def _record_study_on_parent(name: str, storage: str | None) -> None:
+def _record_study_on_parent(name: str, storage: str | None, seed: int | None) -> None:
     from mlflow.tracking import MlflowClient
 
     from . import PARENT_ENV
@@ -303,6 +306,7 @@ def _record_study_on_parent(name: str, storage: str | None) -> None:
         client = MlflowClient()
         client.set_tag(parent, "optuna.study_name", name)
         client.set_tag(parent, "optuna.storage", redacted(storage))
+        client.set_tag(parent, "optuna.sampler_seed", str(seed))  # the seed this process's sampler drew with
 
 
 def _log_figures(study) -> None:
