@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-dev run test test-fast lint format params results screenshots cluster-up cluster-down lock clean
+.PHONY: setup setup-dev run test test-fast lint format params exps results screenshots cluster-up cluster-down lock clean
 
 setup: $(VENV)/.installed
 
@@ -54,6 +54,12 @@ format: setup-dev
 # Without ARGS: back to conf/config.yaml as it is. Also run after editing conf/.
 params: setup
 	$(BIN)/python pipelines/compose_params.py $(ARGS)
+
+# The DVC experiments as a table one can read: best test accuracy first, only what differs between
+# them, no dependency hashes (pipelines/exps.py). EXPS_ARGS=--csv (or --md) for files. Hydra sweeps
+# are not DVC experiments: they live in MLflow (pipelines/compare.py).
+exps: setup
+	$(BIN)/python pipelines/exps.py $(EXPS_ARGS)
 
 # The README's results table: a real sweep (needs data/processed from make run), then its table.
 results: setup

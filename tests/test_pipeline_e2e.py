@@ -330,6 +330,14 @@ def test_queued_experiments_log_into_the_repository_store(project):
             r.data.metrics["test_accuracy"]
         )
 
+    # make exps: at most 30 columns, no dependency hashes, the experiments best test accuracy first.
+    table = run([sys.executable, "pipelines/exps.py", "--csv"], dest, env).stdout
+    header, *rows = [line.split(",") for line in table.splitlines()]
+    assert len(header) <= 30 and "train.lr" in header and not [h for h in header if "/" in h], header
+    named = [row for row in rows if row[header.index("Experiment")] in by_name]
+    scores = [float(row[header.index("test_accuracy")]) for row in named]
+    assert len(named) == len(by_name) >= 2 and scores == sorted(scores, reverse=True), table
+
 
 def processes_in(folder: Path, script: str = "") -> list[int]:
     """Pids of running processes whose working directory is in `folder` (and that run `script`)."""
