@@ -140,3 +140,38 @@ def test_the_ui_hint_quotes_the_store_and_is_left_out_when_a_ui_answers(tmp_path
     with http_server(http.server.SimpleHTTPRequestHandler) as answering:
         assert store.ui_hint(local, answering) is None
     assert store.ui_hint("http://127.0.0.1:5001", nothing) is None  # a server is its own UI
+
+
+@pytest.mark.slow  # waits 3 s for the server, by design
+def test_a_sweep_job_waits_for_a_tracking_server_that_comes_back():
+    """A restarted server (here: one that starts listening 2 s late) is waited for with backoff by a
+    job given wait_s; a command given none fails at once with the same one line."""
+    with socket.create_server((processes.HOST, 0)) as reserved:
+        port = reserved.getsockname()[1]
+    uri = f"http://{processes.HOST}:{port}"
+    with pytest.raises(UserError, match=f"the MLflow tracking server {uri} does not answer"):
+        store.check_store(uri)
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    servers = []
+
+    def serve() -> None:  # bound only now: until then nothing listens on the port
+        servers.append(http.server.ThreadingHTTPServer((processes.HOST, port), Health))
+        servers[0].serve_forever(poll_interval=0.05)
+
+    start = time.monotonic()
+    threading.Timer(2.0, serve).start()
+    try:
+        store.check_store(uri, wait_s=60)  # refused at 0 s and 1 s, answered at 3 s
+        assert 2 <= time.monotonic() - start < 10
+    finally:
+        processes.wait_until(lambda: servers, 10)
+        servers[0].shutdown()
+        servers[0].server_close()

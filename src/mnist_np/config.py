@@ -144,9 +144,11 @@ class TrainConfig:
 @dataclass
 class TrackingConfig:
     experiment: str
+    job_wait_s: float  # how long a sweep job waits for an unreachable tracking server before failing
 
     def __post_init__(self) -> None:
         _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "must not be empty")
+        _check(self.job_wait_s >= 0, "tracking.job_wait_s", self.job_wait_s, "must be >= 0")
 
 
 @dataclass

@@ -67,7 +67,7 @@ def _run_job(cfg_node: DictConfig) -> float | pruning.Pruned:
     data = stages.load_training_data(cfg, processed)
     test = splits.load(processed, "test")
     out_dir = Path(hydra.runtime.output_dir)
-    experiment_id = store.setup(cfg.tracking.experiment, root)
+    experiment_id = store.setup(cfg.tracking.experiment, root, wait_s=cfg.tracking.job_wait_s)
     tags = runs.run_tags(root, data.checksums, "hydra-sweep")
     if os.environ.get(PARENT_ENV):  # a multirun; a single `python pipelines/sweep.py key=value` has no parent
         tags.update({MLFLOW_PARENT_RUN_ID: os.environ[PARENT_ENV], "sweep.job": str(hydra.job.num)})

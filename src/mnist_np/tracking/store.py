@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shlex
 import sqlite3
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +28,7 @@ from .. import config, files
 from ..errors import UserError
 from . import liveness
 
+log = logging.getLogger(__name__)
 STORE_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 _DVC_TEMP = (".dvc", "tmp", "exps")
@@ -50,19 +53,21 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or repo_root()) / STORE_FILE}"
 
 
-def use_store(root: Path | None = None) -> str:
-    """Point MLflow at the project store, after the quick check that it can work (check_store);
-    return its URI. Every command that talks to the store starts here."""
+def use_store(root: Path | None = None, wait_s: float = 0) -> str:
+    """Point MLflow at the project store, after the quick check that it can work (check_store,
+    waiting up to `wait_s` for a server that does not answer); return its URI. Every command that
+    talks to the store starts here."""
     uri = tracking_uri(root)
-    check_store(uri)
+    check_store(uri, wait_s)
     mlflow.set_tracking_uri(uri)  # note: this also exports MLFLOW_TRACKING_URI to the environment
     return uri
 
 
-def check_store(uri: str) -> None:
+def check_store(uri: str, wait_s: float = 0) -> None:
     """Fail fast, before any training, on a store that cannot work: an SQLite file in a folder that
     does not exist (MLflow would create a new store elsewhere) or that is damaged (SQLite's quick
-    check: ~2 ms per MB), or a server that does not answer (MLflow would retry for minutes)."""
+    check: ~2 ms per MB), or a server that does not answer (MLflow would retry for minutes) within
+    `wait_s` seconds of trying again with backoff (a sweep job: the server may be restarting)."""
     scheme = urllib.parse.urlparse(uri).scheme
     if scheme == "sqlite":
         path = _sqlite_path(uri)
@@ -80,14 +85,28 @@ def check_store(uri: str) -> None:
                     "backup or set MLFLOW_TRACKING_URI to another store"
                 )
     elif scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_server_timeout()):
-                pass
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"the MLflow tracking server {uri} does not answer ({getattr(exc, 'reason', exc)}); "
-                "start it, or set MLFLOW_TRACKING_URI to a reachable store"
-            ) from exc
+        start, delay = time.monotonic(), 1.0
+        while True:
+            try:
+                with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=_server_timeout()):
+                    return
+            except (OSError, ValueError) as exc:
+                reason, waited = getattr(exc, "reason", exc), time.monotonic() - start
+                if waited + delay > wait_s:
+                    raise UserError(
+                        f"the MLflow tracking server {uri} does not answer ({reason})"
+                        + (f" after {waited:.0f} s of trying" if wait_s else "")
+                        + "; start it, or set MLFLOW_TRACKING_URI to a reachable store"
+                    ) from exc
+                log.warning(
+                    "the MLflow tracking server %s does not answer (%s); trying again in %.0f s (for at most %.0f s)",
+                    uri,
+                    reason,
+                    delay,
+                    wait_s,
+                )
+                time.sleep(delay)
+                delay = min(2 * delay, 30.0)
 
 
 def _server_timeout() -> float:
@@ -135,14 +154,14 @@ def check_artifacts_writable(location: str) -> None:
     files.require_writable(folder, "MLflow artifacts", "make it writable or set MLFLOW_TRACKING_URI to another store")
 
 
-def setup(experiment: str, root: Path | None = None) -> str:
-    """Point MLflow at the project store and make sure `experiment` exists and can take artifacts;
-    return its id.
+def setup(experiment: str, root: Path | None = None, wait_s: float = 0) -> str:
+    """Point MLflow at the project store (waiting up to `wait_s` for a server: check_store) and make
+    sure `experiment` exists and can take artifacts; return its id.
 
     A new experiment in an SQLite store keeps its artifacts beside the database (not in ./mlruns
     of whatever directory a job happens to run in); a tracking server chooses its own.
     """
-    uri = use_store(root or repo_root())
+    uri = use_store(root or repo_root(), wait_s)
     check_writable(uri)
     with _one_process_at_a_time(uri):
         client = MlflowClient(uri)
