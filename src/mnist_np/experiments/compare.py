@@ -57,7 +57,7 @@ def readable(table: pd.DataFrame) -> pd.DataFrame:
     the columns whose values differ between the rows shown, besides the run's status and scores."""
     kept = ("run_name", "status", RANK_METRIC, "test_accuracy")
     shown = table.drop(columns=["run_id", "start_time"], errors="ignore")
-    return shown[[c for c in shown.columns if c in kept or shown[c].astype(str).nunique() > 1]]
+    return shown[[c for c in shown.columns if c in kept or shown[c].nunique(dropna=False) > 1]]
 
 
 def describe_selection(experiment: str, table: pd.DataFrame) -> str:
