@@ -5,9 +5,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-dev run test test-fast lint format params exps results screenshots cluster-up cluster-down lock clean
+.PHONY: setup setup-dev run test test-fast lint format params exps results report screenshots cluster-up cluster-down lock clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed .dvc/offline_plots.html
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+# `dvc plots show`'s page with Vega inlined (.dvc/config names it): it draws without a network.
+.dvc/offline_plots.html: $(VENV)/.installed pipelines/offline_plots.py
+	$(BIN)/python pipelines/offline_plots.py --out $@
 
 # The product plus pytest, ruff, Playwright and the cluster extra (Ray, its launcher, psycopg2).
 setup-dev: $(VENV)/.installed-dev
@@ -26,6 +30,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 # The whole pipeline: download, normalize, train, evaluate (only what changed reruns).
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/python pipelines/report.py --pipeline
 
 # pytest and each of its workers rewrite the asserts of ~200 modules (Hypothesis, Hydra and other
 # plugins' packages included) and compile ours at every start unless it may keep the result
@@ -67,9 +72,15 @@ results: setup
 	    train.batch_size=32,128 train.epochs=10
 	$(BIN)/python pipelines/compare.py --sweep latest --markdown docs/results.md --no-plots
 
-# The README's MLflow UI screenshots of the newest sweep (docs/img/), in the distribution's Chromium.
+# The newest sweep's HTML report, rebuilt in its folder (and logged to its parent run), and the link
+# to its runs table in the MLflow UI (pipelines/report.py).
+report: setup
+	$(BIN)/python pipelines/report.py $(REPORT_ARGS)
+
+# The README's MLflow UI screenshots (docs/img/), taken by the browser test of a sweep's printed link
+# in the distribution's Chromium.
 screenshots: setup-dev
-	$(BIN)/python docs/screenshots.py
+	MNIST_NP_SCREENSHOTS=$(CURDIR)/docs/img $(PYTEST) -n 0 tests/test_mlflow_server.py -k printed_link
 
 # A local stand-in for a team's cluster, on 127.0.0.1: PostgreSQL, an MLflow server on it, a Ray head
 # and a worker node; writes .cluster.env (source it). cluster-down stops all of it (docs/scaling.md).

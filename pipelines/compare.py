@@ -39,7 +39,8 @@ def main() -> None:
 
     store.use_store()
     experiment = args.experiment or store.project_experiment()
-    table = compare.runs_table(experiment, args.sweep, args.top, args.sort, args.numerics)
+    everything = compare.runs_table(experiment, args.sweep, args.sort, args.numerics)
+    table = compare.best(everything, args.top)
     print(f"{compare.describe_selection(experiment, table)}, by {args.sort}:")
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4f}".format):
         print(compare.readable(table).to_string(index=False))
@@ -48,7 +49,7 @@ def main() -> None:
     if args.markdown:
         args.markdown.write_text(table.drop(columns=["start_time"]).to_markdown(index=False, floatfmt=".4f") + "\n")
     if not args.no_plots:
-        for path in compare.write_figures(table, args.plots):
+        for path in compare.write_figures(table, args.plots, everything):
             log.info("wrote %s", path)
 
 

@@ -371,3 +371,35 @@ def another_user_can_be_simulated() -> str | None:
     if not shutil.which("setpriv"):
         return "setpriv (util-linux) is not installed"
     return None
+
+
+def chromium_path() -> str:
+    """The distribution's Chromium ($CHROMIUM, else on PATH) for Playwright; the test skips without
+    one, or fails where .ci/run requires it (MNIST_NP_REQUIRE_BROWSER)."""
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        if os.environ.get("MNIST_NP_REQUIRE_BROWSER"):
+            pytest.fail("no Chromium found, and .ci/run requires one (apt-get install chromium)")
+        pytest.skip("no Chromium found (apt-get install chromium); CI installs it and runs this test")
+    return found
+
+
+@contextlib.contextmanager
+def browser_page(width: int = 1600, height: int = 900, offline: bool = False) -> Iterator:
+    """A Playwright page in a fresh Chromium profile (nothing remembered from an earlier visit);
+    `offline`: every network request fails, as on a machine without one."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height}, offline=offline)
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def drawn_marks(page) -> int:
+    """How many marks (paths, rectangles, circles, lines, text) the page's SVG figures hold."""
+    return page.locator("svg path, svg rect, svg circle, svg line, svg text, svg use").count()

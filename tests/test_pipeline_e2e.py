@@ -21,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from helpers import Watched, clean_env, copy_checkout, run, wait_for, write_tiny_mnist
+from helpers import REPO, Watched, browser_page, clean_env, copy_checkout, run, wait_for, write_tiny_mnist
 from mnist_np import processes
 from mnist_np.files import sha256_file
 
@@ -89,8 +89,17 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     only = runs(dest)[0]  # the fixture's repro made the first run
     assert only.info.status == "FINISHED" and only.info.run_name == f"h10-lr0.1-b32-e{EPOCHS}"
     page = f"http://127.0.0.1:5000/#/experiments/{only.info.experiment_id}/runs/{only.info.run_id}"
-    link = f"{page}?workflowType=machine_learning"
-    assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in out and link in out
+    link = f"{page}/model-metrics?workflowType=machine_learning"  # the run's curves
+    assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in out and out.count(link) == 1
+    # make run ends with it again, after DVC's hints, and with the run's report (also an artifact).
+    shown = run([sys.executable, "pipelines/report.py", "--pipeline"], dest, env)
+    last = (shown.stdout + shown.stderr).strip().splitlines()
+    assert last[-2].endswith(f"the run in MLflow: {link}") and last[-3].endswith(
+        "the run's report: reports/report.html"
+    )
+    report = (dest / "reports" / "report.html").read_text()
+    assert f"Run {only.info.run_name}" in report and f"{metrics['test_accuracy']:.2%}" in report
+    assert "report.html" in [a.path for a in store(dest).list_artifacts(only.info.run_id)]
     assert "Downloading artifacts" not in out and "Add type hints" not in out
     assert "Creating initial MLflow database tables" not in out and "Validating input example" not in out
     assert "%|" not in out  # no progress bars in output that is not a terminal (tqdm's disable=None)
@@ -202,9 +211,25 @@ def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project)
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], dest, env).stdout)[""]["data"]
     assert metrics["reports/metrics.json"]["data"] == pytest.approx(workspace)
     assert metrics["reports/training.json"]["data"]["kept_epoch"] == EPOCHS
+    # `dvc plots show` through the template `make setup` writes (.dvc/config names it), opened
+    # without a network: each of the three plots is drawn (its marks are in its SVG).
+    offline_template = REPO / ".dvc" / "offline_plots.html"
+    if offline_template.is_file():
+        shutil.copy(offline_template, dest / ".dvc")
+    else:
+        run([sys.executable, "pipelines/offline_plots.py"], dest, env)
     run(["dvc", "plots", "show", "-o", "dvc_plots"], dest, env)
     html = (dest / "dvc_plots" / "index.html").read_text()
-    assert "Test confusion matrix" in html and "Accuracy per epoch" in html
+    assert "Test confusion matrix" in html and "Accuracy per epoch" in html and "cdn.jsdelivr" not in html
+    with browser_page(offline=True) as page:
+        page.goto((dest / "dvc_plots" / "index.html").as_uri())
+        page.locator("svg .role-mark").first.wait_for(timeout=30_000)
+        plots = page.locator("body > div:has(svg)")
+        assert plots.count() == 3
+        for i in range(3):
+            assert plots.nth(i).locator("svg .role-mark path, svg .role-mark text").count() > 2, plots.nth(
+                i
+            ).inner_html()[:300]
 
 
 def test_bad_params_fail_fast_without_outputs_or_running_mlflow_runs(project, tmp_path):

@@ -105,7 +105,7 @@ def test_every_machine_and_load_gives_the_same_bits(name, processed, tmp_path):
         assert hashes == outputs["plain"], f"{name} on '{machine}' differs from the plain run"
 
 
-EVALUATE_OUTPUTS = {"metrics.json", "classification.json", "predictions.csv"}
+EVALUATE_OUTPUTS = {"metrics.json", "classification.json", "predictions.csv", "report.html"}
 
 
 def test_native_numerics_differ_between_kernels_so_the_check_can_fail(processed, tmp_path):

@@ -2,6 +2,7 @@
 also when a stage fails after training; git tags; the process that owns a run, and its heartbeat."""
 
 import http.server
+import json
 import os
 import socket
 import subprocess
@@ -14,12 +15,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from helpers import SOURCE, http_server
+from helpers import SOURCE, http_server, migrated_store
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.errors import DataError, UserError
 from mnist_np.experiments import stages
-from mnist_np.tracking import liveness, runs, server, store
+from mnist_np.tracking import liveness, runs, server, store, ui
 
 
 def history(run_id: str, key: str) -> list[tuple[int, float]]:
@@ -136,10 +137,31 @@ def test_the_ui_hint_quotes_the_store_and_is_left_out_when_a_ui_answers(tmp_path
     local = f"sqlite:///{tmp_path / 'my prøject ü' / 'mlflow.db'}"
     with socket.create_server((processes.HOST, 0)) as taken:  # a port nothing serves HTTP on
         nothing = f"http://{processes.HOST}:{taken.getsockname()[1]}"
-    assert store.ui_hint(local, nothing) == f"start the UI with: mlflow ui --backend-store-uri '{local}'"
+    assert ui.ui_hint(local, nothing) == f"start the UI with: mlflow ui --backend-store-uri '{local}'"
     with http_server(http.server.SimpleHTTPRequestHandler) as answering:
-        assert store.ui_hint(local, answering) is None
-    assert store.ui_hint("http://127.0.0.1:5001", nothing) is None  # a server is its own UI
+        assert ui.ui_hint(local, answering) is None
+    assert ui.ui_hint("http://127.0.0.1:5001", nothing) is None  # a server is its own UI
+
+
+def test_a_sweeps_link_carries_its_view_in_the_experiment(tmp_path):
+    """The link names a shared view; the view, in the experiment tag MLflow's UI reads, filters the
+    parent's children, sorts by the first metric, highest first, and names the columns."""
+    client = MlflowClient(migrated_store(tmp_path / "m.db"))
+    experiment_id = client.create_experiment("mnist")
+    parent = "0123456789abcdef0123456789abcdef"
+    link = ui.sweep_view(client, experiment_id, parent, ["kept_val_accuracy", "test_accuracy"], ["train.lr"], [])
+    assert link == (
+        f"{ui.LOCAL_UI}/#/experiments/{experiment_id}/runs?viewStateShareKey=sweep-0123456789ab&workflowType=machine_learning"
+    )
+    view = json.loads(client.get_experiment(experiment_id).tags[ui.SHARED_VIEW_TAG + "sweep-0123456789ab"])
+    assert view == {
+        "searchFilter": f"tags.`mlflow.parentRunId` = '{parent}'",
+        "orderByKey": "metrics.`kept_val_accuracy`",
+        "orderByAsc": False,
+        "selectedColumns": ["metrics.`kept_val_accuracy`", "metrics.`test_accuracy`", "params.`train.lr`"],
+    }
+    served = MlflowClient("http://127.0.0.1:5001")  # a server's links point at the server
+    assert ui.ui_base(served.tracking_uri) == "http://127.0.0.1:5001"
 
 
 @pytest.mark.slow  # waits 3 s for the server, by design

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import UserError
 from ..tracking import liveness
-from . import RANK_METRIC, comparison_plots
+from . import RANK_METRIC, comparison_plots, plots, report
 from .pruning import PRUNED_EPOCH_TAG
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
@@ -82,7 +83,7 @@ def _selection(experiment: str, table: pd.DataFrame) -> str:
 
 
 def runs_table(
-    experiment: str, sweep: str | None = None, top: int | None = None, sort: str = RANK_METRIC, numerics: bool = False
+    experiment: str, sweep: str | None = None, sort: str = RANK_METRIC, numerics: bool = False
 ) -> pd.DataFrame:
     """One row per training run (sweep parents left out): swept params and metrics, best first;
     `table.attrs["sweep"]` is the sweep's parent run id, if one was asked for.
@@ -137,11 +138,15 @@ def runs_table(
             f"cannot sort by {sort!r}; choose one of {', '.join(c for c in table.columns if c != 'run_id')}"
         )
     table = table.sort_values(sort, ascending="loss" in sort, na_position="last", kind="stable")
-    total = len(table)
-    table = (table.head(top) if top else table).reset_index(drop=True)
-    table.attrs["total"] = total  # before --top: describe_selection says how many were left out
+    table = table.reset_index(drop=True)
+    table.attrs["total"] = len(table)  # describe_selection says how many --top left out
     table.attrs["sweep"] = sweep  # the parent run id "latest" resolved to, for describe_selection
     return table
+
+
+def best(table: pd.DataFrame, top: int | None) -> pd.DataFrame:
+    """The first `top` rows of a runs_table (all of them for None); pandas keeps its attrs."""
+    return table.head(top) if top else table
 
 
 def histories(run_ids: list[str], labels: list[str]) -> dict[str, pd.DataFrame]:
@@ -156,37 +161,46 @@ def histories(run_ids: list[str], labels: list[str]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def write_figures(table: pd.DataFrame, out_dir: Path, curves: int = 8) -> list[Path]:
-    """Learning curves of the first `curves` runs, accuracy against each varying parameter, and the
-    best run's confusion matrix and misclassified digits (copied from its artifacts)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+def figures(table: pd.DataFrame, everything: pd.DataFrame | None = None, curves: int = 8) -> dict[str, Figure]:
+    """The comparison figures of a runs_table: learning curves of its first `curves` runs, accuracy
+    against each varying parameter and against training time, and for two swept parameters a
+    heatmap (over the grid of `everything`, the table before --top cut it: a left-out cell says so)."""
     head = table.head(curves)
-    figure = comparison_plots.learning_curves(histories(list(head["run_id"]), list(head["run_name"])))
-    figure.savefig(out_dir / "learning_curves.png", dpi=110)
-    written.append(out_dir / "learning_curves.png")
+    drawn = {
+        "learning_curves": comparison_plots.learning_curves(histories(list(head["run_id"]), list(head["run_name"])))
+    }
     # Parameter columns are the dotted ones; plot those that vary and are numbers.
     swept = [
         c for c in table.columns if "." in c and table[c].nunique() > 1 and pd.api.types.is_numeric_dtype(table[c])
     ]
     scored = table.dropna(subset=[RANK_METRIC])
-    figures = {}
     if swept and len(scored):
-        figures["accuracy_vs_params.png"] = comparison_plots.accuracy_vs_params(scored, swept, RANK_METRIC)
+        drawn["accuracy_vs_params"] = comparison_plots.accuracy_vs_params(scored, swept, RANK_METRIC)
     if len(swept) == 2 and len(scored):
-        figures["accuracy_heatmap.png"] = comparison_plots.accuracy_heatmap(scored, *swept, RANK_METRIC)
+        grid = (everything if everything is not None else table)[swept]
+        drawn["accuracy_heatmap"] = comparison_plots.accuracy_heatmap(scored, *swept, RANK_METRIC, grid=grid)
+    elif len(swept) > 2 and len(scored) > 1:
+        drawn["parallel_coordinates"] = comparison_plots.parallel_coordinates(scored, swept, RANK_METRIC)
     if scored["train_seconds"].notna().any():
-        figures["accuracy_vs_time.png"] = comparison_plots.accuracy_vs_time(
+        drawn["accuracy_vs_time"] = comparison_plots.accuracy_vs_time(
             scored.dropna(subset=["train_seconds"]), RANK_METRIC
         )
-    for name, figure in figures.items():
-        figure.savefig(out_dir / name, dpi=110)
-        written.append(out_dir / name)
-    best = table["run_id"].iloc[0]
+    return drawn
+
+
+def write_figures(table: pd.DataFrame, out_dir: Path, everything: pd.DataFrame | None = None) -> list[Path]:
+    """The comparison figures as PNG files, and the best run's confusion matrix and misclassified
+    digits (copied from its artifacts)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, figure in figures(table, everything).items():
+        figure.savefig(out_dir / f"{name}.png", dpi=110)
+        written.append(out_dir / f"{name}.png")
+    best_run = table["run_id"].iloc[0]
     for name in ("confusion_matrix.png", "misclassified.png"):
         try:
             local = mlflow.artifacts.download_artifacts(
-                run_id=best, artifact_path=f"plots/{name}", dst_path=str(out_dir / "best")
+                run_id=best_run, artifact_path=f"plots/{name}", dst_path=str(out_dir / "best")
             )
         except (mlflow.exceptions.MlflowException, OSError):
             continue  # a run that failed before evaluation has no such figure
@@ -207,3 +221,41 @@ def register_best(experiment: str, name: str, sweep: str | None = "latest", alia
     version = mlflow.register_model(f"runs:/{run_id}/model", name)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
     return run_id, version.version
+
+
+def sweep_report(experiment: str, sweep: str, curves: int = 5) -> str:
+    """The sweep's self-contained HTML report (report.py): its runs best first with the columns
+    that vary, the grid's heatmap (or parallel coordinates for more than two swept parameters),
+    accuracy against each parameter and against training time, the best runs' learning curves, and
+    the best run's confusion matrix."""
+    table = runs_table(experiment, sweep)
+    parent = MlflowClient().get_run(table.attrs["sweep"])
+    drawn = figures(table, curves=curves)
+    sections = [("Runs, best first", report.table(readable(table), ranked=True))]
+    headings = {
+        "accuracy_heatmap": f"{RANK_METRIC} over the swept grid",
+        "parallel_coordinates": "The runs across the swept parameters",
+        "accuracy_vs_params": f"{RANK_METRIC} against each swept parameter",
+        "accuracy_vs_time": f"{RANK_METRIC} against training time",
+        "learning_curves": f"Learning curves of the best {min(curves, len(table))}",
+    }
+    sections += [(heading, drawn[key]) for key, heading in headings.items() if key in drawn]
+    best_run = table.iloc[0]
+    try:
+        scored = mlflow.artifacts.load_dict(f"runs:/{best_run['run_id']}/reports/classification.json")
+        sections.append(
+            (
+                f"Confusion matrix of {best_run['run_name']}",
+                plots.confusion_heatmap(scored["confusion_matrix"], best_run["run_name"]),
+            )
+        )
+    except (mlflow.exceptions.MlflowException, OSError, KeyError):
+        pass  # the best run failed or was stopped before its evaluation
+    tags = parent.data.tags
+    summary = (
+        f"{describe_selection(experiment, table)}: {len(table)} runs, "
+        f"{tags.get('sweep.failed_jobs', 0)} failed, {tags.get('sweep.pruned_jobs', 0)} pruned. "
+        f"Best: <b>{best_run['run_name']}</b>, {RANK_METRIC} {best_run[RANK_METRIC]:.2%}, "
+        f"test accuracy {best_run['test_accuracy']:.2%}."
+    )
+    return report.page(f"Sweep {parent.info.run_name}", summary, sections)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 
 def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
@@ -50,7 +51,7 @@ def accuracy_vs_params(runs: pd.DataFrame, params: list[str], metric: str = "val
         means = runs.assign(**{param: values}).groupby(param)[metric].mean()
         ax.plot(means.index, means.values, "-", color="grey", alpha=0.6, label="mean")
         if values.gt(0).all() and values.max() / values.min() >= 10:
-            ax.set_xscale("log")
+            log_axis(ax, values)
         ax.set_xlabel(param)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
@@ -58,20 +59,41 @@ def accuracy_vs_params(runs: pd.DataFrame, params: list[str], metric: str = "val
     return fig
 
 
-def accuracy_heatmap(runs: pd.DataFrame, rows: str, columns: str, metric: str) -> Figure:
-    """A two-parameter grid at a glance: the mean `metric` of the runs in each cell, values written in."""
-    grid = runs.pivot_table(index=rows, columns=columns, values=metric, aggfunc="mean").sort_index().sort_index(axis=1)
-    values = grid.to_numpy()
-    fig = Figure(figsize=(1.2 * grid.shape[1] + 3, 0.7 * grid.shape[0] + 2), layout="constrained")
+def log_axis(ax, values: pd.Series) -> None:
+    """A log-scale x axis whose labels do not overlap: a grid's few values labelled as they are,
+    many values (a Bayesian search) by decades only."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    distinct = np.unique(values)
+    if len(distinct) <= 6:
+        ax.set_xticks(distinct, [f"{v:g}" for v in distinct])
+
+
+def accuracy_heatmap(
+    runs: pd.DataFrame, rows: str, columns: str, metric: str, grid: pd.DataFrame | None = None
+) -> Figure:
+    """A two-parameter grid at a glance: the mean `metric` of the runs in each cell, values written
+    in. `grid` (the two parameters of every run of the sweep) adds the cells that no run in `runs`
+    fills, such as those `compare.py --top` left out: each says so."""
+    table = runs.pivot_table(index=rows, columns=columns, values=metric, aggfunc="mean")
+    if grid is not None:
+        table = table.reindex(
+            index=table.index.union(grid[rows].unique()), columns=table.columns.union(grid[columns].unique())
+        )
+    table = table.sort_index().sort_index(axis=1)
+    values = table.to_numpy(dtype=float)
+    fig = Figure(figsize=(1.2 * table.shape[1] + 3, 0.7 * table.shape[0] + 2), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(values, cmap="viridis", aspect="auto")
     middle = np.nanmean(values)
     for (i, j), value in np.ndenumerate(values):
-        if not np.isnan(value):
+        if np.isnan(value):
+            ax.text(j, i, f"not in the\n{len(runs)} shown", ha="center", va="center", fontsize=7, color="grey")
+        else:
             colour = "white" if value < middle else "black"  # readable on viridis's dark and light ends
             ax.text(j, i, f"{value:.4f}", ha="center", va="center", fontsize=8, color=colour)
-    ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns])
-    ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index])
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
     ax.set_xlabel(columns)
     ax.set_ylabel(rows)
     fig.colorbar(image, ax=ax, label=metric)
@@ -90,4 +112,35 @@ def accuracy_vs_time(runs: pd.DataFrame, metric: str, seconds: str = "train_seco
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.set_title(f"{metric} against training time ({len(runs)} runs)")
+    return fig
+
+
+def parallel_coordinates(runs: pd.DataFrame, params: list[str], metric: str) -> Figure:
+    """Many swept parameters at once: one vertical axis per parameter and one for `metric`, each run
+    a line across them coloured by its `metric` (the best drawn last, on top). Each axis spans its
+    own range, labelled at both ends (log-spaced where the values span 10x or more)."""
+    axes_names = [*params, metric]
+    ranked = runs.sort_values(metric)
+    columns = {}
+    for name in axes_names:
+        values = pd.to_numeric(ranked[name]).astype(float)
+        log = name != metric and values.gt(0).all() and values.max() / values.min() >= 10
+        scaled = np.log10(values) if log else values
+        low, high = scaled.min(), scaled.max()
+        columns[name] = ((scaled - low) / (high - low) if high > low else scaled * 0 + 0.5, values.min(), values.max())
+    fig = Figure(figsize=(2.2 * len(axes_names) + 1.5, 4.6), layout="constrained")
+    ax = fig.subplots()
+    scores = ranked[metric].to_numpy(dtype=float)
+    colours = matplotlib.colormaps["viridis"]((scores - scores.min()) / max(np.ptp(scores), 1e-12))
+    for row, colour in enumerate(colours):
+        ax.plot(range(len(axes_names)), [columns[n][0].iloc[row] for n in axes_names], color=colour, alpha=0.8)
+    for x, name in enumerate(axes_names):
+        ax.axvline(x, color="grey", lw=0.8)
+        _, low, high = columns[name]
+        ax.text(x, -0.06, f"{low:.4g}", ha="center", va="top", fontsize=8)
+        ax.text(x, 1.06, f"{high:.4g}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(axes_names)), axes_names, fontsize=9)
+    ax.set_yticks([])
+    ax.set_ylim(-0.2, 1.2)
+    ax.set_title(f"{len(runs)} runs across the swept parameters (colour: {metric}, yellow best)")
     return fig

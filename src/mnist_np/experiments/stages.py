@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,9 +29,9 @@ from ..errors import DataError
 from ..files import atomic_path, require_writable, sha256_file, write_json
 from ..model import reference, weights
 from ..serving import pyfunc
-from ..tracking import liveness, runs, store
+from ..tracking import liveness, runs, store, ui
 from ..training import loop, metrics
-from . import plots
+from . import comparison_plots, plots, report
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +227,49 @@ def evaluate(
     changed = {k: v for k, v in summary.items() if (logged or {}).get(k) != v}
     if changed:
         mlflow.log_metrics(changed)
-    name = mlflow.active_run().info.run_name
-    mlflow.log_figure(plots.confusion_heatmap(confusion, name), "plots/confusion_matrix.png")
-    mlflow.log_figure(plots.misclassified_grid(test.x, test.y, predicted, run=name), "plots/misclassified.png")
-    for name in (METRICS_FILE, CLASSIFICATION_FILE):
-        mlflow.log_artifact(str(reports_dir / name), artifact_path="reports")
+    run = mlflow.active_run()
+    name = run.info.run_name
+    pictures = {  # drawn once, for MLflow and for the report
+        "confusion_matrix": report.png(plots.confusion_heatmap(confusion, name)),
+        "misclassified": report.png(plots.misclassified_grid(test.x, test.y, predicted, run=name)),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        for picture_name, picture in pictures.items():
+            (Path(folder) / f"{picture_name}.png").write_bytes(picture)
+        mlflow.log_artifacts(folder, "plots")
+    for file_name in (METRICS_FILE, CLASSIFICATION_FILE):
+        mlflow.log_artifact(str(reports_dir / file_name), artifact_path="reports")
+    with atomic_path(reports_dir / report.REPORT_FILE) as tmp:
+        tmp.write_text(run_report(run.info.run_id, name, summary, reports_dir, pictures), encoding="utf-8")
+    mlflow.log_artifact(str(reports_dir / report.REPORT_FILE))
     return summary
+
+
+def run_report(run_id: str, name: str, summary: dict[str, float], reports_dir: Path, pictures: dict[str, bytes]) -> str:
+    """The run's HTML report: its scores and parameters, learning curves, confusion matrix and
+    misclassified digits. Only what the run computed goes in (no id, no time), so the pipeline's
+    report is the same bytes for the same data, code and params."""
+    params = MlflowClient().get_run(run_id).data.params
+    history_path, kept_path = reports_dir / HISTORY_FILE, reports_dir / TRAINING_METRICS_FILE
+    kept = json.loads(kept_path.read_text()) if kept_path.is_file() else {}
+    scores = {**summary, **kept}
+    sections = [
+        ("Scores", report.key_values({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in scores.items()}))
+    ]
+    if history_path.is_file():
+        history = pd.read_csv(history_path)
+        sections.append(("Learning curves", comparison_plots.learning_curves({name: history})))
+    sections += [
+        ("Confusion matrix (test split)", pictures["confusion_matrix"]),
+        ("Misclassified test digits", pictures["misclassified"]),
+        ("Parameters", report.key_values(dict(sorted(params.items())))),
+    ]
+    return report.page(
+        f"Run {name}",
+        f"test accuracy <b>{summary['test_accuracy']:.2%}</b>, test loss {summary['test_loss']:.4f}"
+        + (f"; kept epoch {kept['kept_epoch']} of {kept['epochs_run']}" if kept else ""),
+        sections,
+    )
 
 
 def sha256_of_test_split(processed_dir: Path) -> str:
@@ -258,10 +296,23 @@ def earlier_test_metrics(reports_dir: Path, weights_sha256: str, test_sha256: st
     return {k: float(v) for k, v in summary.items()}
 
 
-def log_ui_hint() -> None:
-    hint = store.ui_hint()
+def log_link(experiment_id: str, run_id: str) -> None:
+    """The run's curves in the MLflow UI, on a line of their own, and how to start the UI if none answers."""
+    log.info("the run in MLflow: %s", ui.run_link(experiment_id, run_id))
+    hint = ui.ui_hint()
     if hint:
         log.info(hint)
+
+
+def run_that_wrote(experiment_id: str, weights_path: Path):
+    """The newest pipeline run that wrote these weights (found by their SHA-256), or None."""
+    found = MlflowClient().search_runs(
+        [experiment_id],
+        f"tags.`{WEIGHTS_TAG}` = '{sha256_file(weights_path)}' and tags.entry_point = '{PIPELINE_ENTRY_POINT}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return found[0] if found else None
 
 
 def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports_dir: Path) -> str:
@@ -285,13 +336,10 @@ def train_run(cfg: config.Config, processed_dir: Path, models_dir: Path, reports
             mlflow.log_metrics(earlier)
             mlflow.set_tag("test_metrics.from", f"{reports_dir / METRICS_FILE}: the same weights, scored before")
     log.info(
-        "run %s: validation accuracy %.2f%% (epoch %d); %s",
-        run.info.run_name,
-        100 * fit.kept.val_accuracy,
-        fit.kept.epoch,
-        store.run_link(experiment_id, run.info.run_id),
+        "run %s: validation accuracy %.2f%% (epoch %d)", run.info.run_name, 100 * fit.kept.val_accuracy, fit.kept.epoch
     )
-    log_ui_hint()
+    if earlier:  # DVC skips evaluate (its outputs are these weights' already): the link is printed here
+        log_link(experiment_id, run.info.run_id)
     return run.info.run_id
 
 
@@ -302,28 +350,34 @@ def evaluate_run(cfg: config.Config, processed_dir: Path, models_dir: Path, repo
     params = weights.load(weights_path)
     test = splits.load(processed_dir, "test")
     experiment_id = store.setup(cfg.tracking.experiment)
-    digest = sha256_file(weights_path)
-    found = MlflowClient().search_runs(
-        [experiment_id],
-        f"tags.`{WEIGHTS_TAG}` = '{digest}' and tags.entry_point = '{PIPELINE_ENTRY_POINT}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not found:
+    found = run_that_wrote(experiment_id, weights_path)
+    if found is None:
         raise DataError(
             f"no run in MLflow experiment {cfg.tracking.experiment!r} at {mlflow.get_tracking_uri()} "
             f"wrote {weights_path}; train into this store again with `dvc repro --force train`"
         )
-    scored = {"weights_sha256": digest, "test_sha256": sha256_of_test_split(processed_dir)}
-    with liveness.start_run(run_id=found[0].info.run_id) as run, runs.ended_on_failure():
+    scored = {"weights_sha256": sha256_file(weights_path), "test_sha256": sha256_of_test_split(processed_dir)}
+    with liveness.start_run(run_id=found.info.run_id) as run, runs.ended_on_failure():
         log_test_input(cfg, test, processed_dir)
-        summary = evaluate(params, test, reports_dir, found[0].data.metrics, scored)
+        summary = evaluate(params, test, reports_dir, found.data.metrics, scored)
     log.info(
-        "run %s: test accuracy %.2f%%, test loss %.4f; %s",
+        "run %s: test accuracy %.2f%%, test loss %.4f",
         run.info.run_name,
         100 * summary["test_accuracy"],
         summary["test_loss"],
-        store.run_link(experiment_id, run.info.run_id),
     )
-    log_ui_hint()
+    log_link(experiment_id, run.info.run_id)
     return run.info.run_id, summary
+
+
+def show_pipeline_run(experiment: str, models_dir: Path, reports_dir: Path) -> None:
+    """Print where to look at the pipeline's run (`make run` ends with this, after DVC's own hints):
+    its report and its curves in the MLflow UI."""
+    weights_path = models_dir / WEIGHTS_FILE
+    found = mlflow.get_experiment_by_name(experiment)
+    run = run_that_wrote(found.experiment_id, weights_path) if found and weights_path.is_file() else None
+    if run is None:
+        raise DataError(f"no run in {mlflow.get_tracking_uri()} wrote {weights_path}; run the pipeline (make run)")
+    if (reports_dir / report.REPORT_FILE).is_file():
+        log.info("the run's report: %s", reports_dir / report.REPORT_FILE)
+    log_link(found.experiment_id, run.info.run_id)

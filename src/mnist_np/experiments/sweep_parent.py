@@ -33,11 +33,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from omegaconf import DictConfig
 
-from .. import cli
+from .. import cli, files
 from ..errors import UserError
-from ..tracking import liveness, runs, store
-from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, pruning
-from .compare import SWEPT, varying_params
+from ..tracking import liveness, runs, store, ui
+from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, pruning, report
+from .compare import SWEPT, latest_sweep, sweep_report, varying_params
 from .job_data import project_root
 from .sweep_check import check_sweep
 
@@ -143,6 +143,8 @@ class SweepCallback(Callback):
         if len(finished):
             self._record_best(client, parent_id, finished)
         client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
+        if len(finished) and status == "FINISHED":  # a stopped sweep's report: `make report`
+            show(client, client.get_run(parent_id))
         return failed
 
     @staticmethod
@@ -172,18 +174,73 @@ class SweepCallback(Callback):
         client.update_run(parent_id, name=result_name(parent, swept, best))
         shown = ", ".join(f"{name}={best[f'params.{name}']}" for name in swept or SWEPT)
         log.info(
-            "best of %d runs: %s (%s): validation accuracy %.2f%%, test accuracy %.2f%%; %s",
+            "best of %d runs: %s (%s): validation accuracy %.2f%%, test accuracy %.2f%%",
             len(finished),
             best["tags.mlflow.runName"],
             shown,
             100 * best[f"metrics.{RANK_METRIC}"],
             100 * best.get("metrics.test_accuracy", math.nan),
-            store.run_link(experiment_id, best["run_id"], client.tracking_uri),
         )
-        log.info("compare the sweep's runs: python pipelines/compare.py --sweep %s", parent_id)
-        hint = store.ui_hint(client.tracking_uri)
-        if hint:
-            log.info(hint)
+
+
+def show_sweep(experiment: str, sweep: str = "latest", out: Path | None = None) -> None:
+    """Rebuild a sweep's report and print where to look (`make report`); `sweep` is a parent run id
+    or "latest"."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"no MLflow experiment {experiment!r} in {mlflow.get_tracking_uri()}; run a sweep first")
+    client = MlflowClient()
+    parent_id = latest_sweep(found.experiment_id) if sweep == "latest" else sweep
+    try:
+        parent = client.get_run(parent_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise UserError(
+            f"no sweep run {parent_id!r} in {client.tracking_uri}; pass a parent run id or 'latest'"
+        ) from exc
+    show(client, parent, out)
+
+
+def show(client: MlflowClient, parent, out: Path | None = None) -> None:
+    """The sweep's report (written to `out`, by default in the sweep's folder, and logged to the
+    parent) and, last, the link to its runs table in the MLflow UI: best first, with the scores and
+    the swept parameters as columns."""
+    children = _parent_children(client, parent.info.run_id)
+    finished = children[children["status"] == "FINISHED"] if len(children) else children
+    if not len(finished):
+        raise UserError(f"sweep {parent.info.run_name!r} has no finished run to report on")
+    folder = Path(parent.data.tags.get("sweep.dir", "."))
+    path = out or (folder if folder.is_dir() else Path.cwd()) / report.REPORT_FILE
+    try:
+        experiment = client.get_experiment(parent.info.experiment_id).name
+        with files.atomic_path(path) as tmp:
+            tmp.write_text(sweep_report(experiment, parent.info.run_id), encoding="utf-8")
+        client.log_artifact(parent.info.run_id, str(path))
+        log.info("the sweep's report: %s", path)
+    except (mlflow.exceptions.MlflowException, OSError) as exc:  # the runs are safe in MLflow
+        log.warning("the sweep's report could not be written (%s); `make report` writes it again", exc)
+    log.info("the sweep's runs, best first: %s", sweep_link(client, parent, children))
+    hint = ui.ui_hint(client.tracking_uri)
+    if hint:
+        log.info(hint)
+
+
+def sweep_link(client: MlflowClient, parent, children: pd.DataFrame | None = None) -> str:
+    """The link to the sweep's runs table in the MLflow UI (saved as a shared view): its children
+    best first, with the validation and test accuracy, the swept parameters and, where the pruner
+    stopped runs, the epoch it stopped them at; as few columns as answer the question, so that they
+    fit beside the Assistant panel MLflow 3.17 opens on a first visit."""
+    if children is None:
+        children = _parent_children(client, parent.info.run_id)
+    finished = children[children["status"] == "FINISHED"] if len(children) else children
+    pruned, _ = pruning_savings(children)
+    return ui.sweep_view(
+        client,
+        parent.info.experiment_id,
+        parent.info.run_id,
+        [RANK_METRIC, "test_accuracy"],
+        varying_params(finished) or list(SWEPT),
+        [pruning.PRUNED_EPOCH_TAG] if pruned else [],
+    )
 
 
 def result_name(parent, swept: list[str], best) -> str:

@@ -1,6 +1,6 @@
-"""A throwaway `mlflow server` on this machine, for the tools and tests that look at the UI or talk
-to a server (docs/screenshots.py, the server tests). No stage runs it, so it lives apart from
-store.py, which every stage imports: a change here reruns no stage.
+"""A throwaway `mlflow server` on this machine, for the tests that look at the UI or talk to a
+server. No stage runs it, so it lives apart from store.py, which every stage imports: a change here
+reruns no stage.
 """
 
 from __future__ import annotations

@@ -211,39 +211,3 @@ def project_experiment(root: Path | None = None) -> str:
             "or name the experiment (--experiment)"
         )
     return config.load_params(params).tracking.experiment
-
-
-# MLflow 3.17's UI opens every experiment on its GenAI overview unless the URL asks for the
-# model-training views (the experiment-kind tag does not change that), so our links ask.
-TRAINING_VIEWS = "workflowType=machine_learning"
-
-
-def ui_page(base: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The UI page of an experiment's runs table, or of one run, in the model-training views."""
-    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    return f"{path}/{run_id}?{TRAINING_VIEWS}" if run_id else f"{path}?{TRAINING_VIEWS}"
-
-
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
-
-
-def run_link(experiment_id: str, run_id: str, uri: str | None = None) -> str:
-    """Where a person sees the run: its page in the MLflow UI (the server's, or `mlflow ui`'s)."""
-    uri = uri or mlflow.get_tracking_uri()
-    served = urllib.parse.urlparse(uri).scheme in ("http", "https")
-    return ui_page(uri if served else LOCAL_UI, experiment_id, run_id)
-
-
-def ui_hint(uri: str | None = None, ui: str = LOCAL_UI) -> str | None:
-    """How to start the UI a local store's link points at, on a line of its own; None for a
-    tracking server (it is the UI) or when something already answers at `ui`."""
-    uri = uri or mlflow.get_tracking_uri()
-    if urllib.parse.urlparse(uri).scheme in ("http", "https"):
-        return None
-    try:
-        with urllib.request.urlopen(ui, timeout=0.5):
-            return None
-    except urllib.error.HTTPError:
-        return None  # it answers
-    except (OSError, ValueError):
-        return f"start the UI with: mlflow ui --backend-store-uri {shlex.quote(uri)}"
