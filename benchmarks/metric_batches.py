@@ -44,7 +44,7 @@ def batch_seconds(repeats: int) -> float:
 
     from mnist_np.tracking import runs
 
-    keys = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+    keys = ("epoch/train_loss", "epoch/train_accuracy", "epoch/val_loss", "epoch/val_accuracy", "epoch_seconds")
     medians = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as folder:

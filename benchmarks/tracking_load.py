@@ -24,7 +24,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_seconds")
+METRICS = (
+    "epoch/train_loss",
+    "epoch/train_accuracy",
+    "epoch/val_loss",
+    "epoch/val_accuracy",
+    "epoch_seconds",
+)  # as a run logs them
 EXPERIMENT = "tracking-load"
 
 

@@ -13,6 +13,7 @@ import pytest
 from helpers import SOURCE, api, browser_page, drawn_marks, migrated_store, sweep
 from mnist_np.data import splits
 from mnist_np.experiments import RANK_METRIC
+from mnist_np.tracking import ui
 from mnist_np.tracking.server import local_server
 
 pytestmark = pytest.mark.slow
@@ -41,7 +42,7 @@ def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
     assert all(r["info"]["status"] == "FINISHED" for r in found)
     for child in children:
         metrics = {m["key"] for m in child["data"]["metrics"]}
-        assert {"val_accuracy", "test_accuracy", "test_loss"} <= metrics
+        assert {"epoch/val_accuracy", "test_accuracy", "test_loss"} <= metrics
         listed = api(server, f"artifacts/list?run_id={child['info']['run_id']}&path=weights")
         assert [f["path"] for f in listed["files"]] == ["weights/model.npz"]
     # The artifacts went to the server's destination, not to a local mlartifacts/ folder.
@@ -59,7 +60,8 @@ def test_the_printed_link_and_report_answer_the_sweep_in_a_real_browser(server, 
     env = {**os.environ, "MLFLOW_TRACKING_URI": server}
     done = sweep(work, env, "model.hidden_size=8,16", "train.lr=0.05,0.1")
     printed = (done.stdout + done.stderr).strip().splitlines()
-    link = re.search(r"the sweep's runs, best first: (\S+)$", printed[-1])[1]  # the very last line
+    assert "best first" in printed[-1], "\n".join(printed[-8:])
+    link = re.search(r"the sweep.s runs, best first: (\S+)$", printed[-1])[1]  # the very last line
     report = Path(next(re.search(r"the sweep's report: (\S+)$", line)[1] for line in printed if "report:" in line))
     experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
     found = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -111,6 +113,16 @@ def test_the_printed_link_and_report_answer_the_sweep_in_a_real_browser(server, 
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
         page.wait_for_timeout(1000)  # let the charts settle
         page.screenshot(path=shots / "sweep-compare.png")
+        # A run's link (what a pipeline run prints) opens its page on the curves, above the totals.
+        best_id = next(r["info"]["run_id"] for r in children if r["info"]["run_name"] == best)
+        page.goto(ui.run_link(experiment["experiment_id"], best_id, server))
+        curve, total = (
+            page.get_by_text("val_accuracy", exact=True),
+            page.get_by_text(re.compile(r"^Model metrics \(\d+\)$")),
+        )
+        curve.first.wait_for(timeout=60_000)
+        assert curve.first.bounding_box()["y"] + 200 < 900  # the curve's chart is on the first screen
+        assert total.count() == 0 or total.first.bounding_box()["y"] > curve.first.bounding_box()["y"]
 
     with browser_page(390, 844, offline=True) as phone:
         phone.goto(report.as_uri())

@@ -118,7 +118,7 @@ def test_repro_builds_everything_and_logs_one_mlflow_run(project):
     }
     assert only.data.params["model.hidden_size"] == "10" and only.data.params["train.epochs"] == str(EPOCHS)
     assert only.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    steps = [m.step for m in store(dest).get_metric_history(only.info.run_id, "val_accuracy")]
+    steps = [m.step for m in store(dest).get_metric_history(only.info.run_id, "epoch/val_accuracy")]
     assert steps == list(range(1, EPOCHS + 1))
     head = run(["git", "rev-parse", "HEAD"], dest, env).stdout.strip()
     assert only.data.tags[MLFLOW_GIT_COMMIT] == head and only.data.tags["git_dirty"] == "false"
@@ -428,7 +428,8 @@ def test_a_stopped_dvc_does_not_leave_its_stage_training(project, tmp_path):
     wait_for(lambda: not processes_in(copy, "pipelines/train.py"), timeout=30, what="the stage to stop")
     newest = runs(copy)[-1]
     assert (
-        newest.info.status == "KILLED" and len(store(copy).get_metric_history(newest.info.run_id, "val_accuracy")) >= 3
+        newest.info.status == "KILLED"
+        and len(store(copy).get_metric_history(newest.info.run_id, "epoch/val_accuracy")) >= 3
     )
 
 

@@ -110,7 +110,7 @@ def one_error_line(stderr: str) -> str:
     return errors[0]
 
 
-def steps(env: dict, run_id: str, key: str = "val_accuracy") -> list[int]:
+def steps(env: dict, run_id: str, key: str = "epoch/val_accuracy") -> list[int]:
     return sorted(m.step for m in MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, key))
 
 

@@ -79,7 +79,7 @@ def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
     for run_id in children["run_id"]:
         artifacts = {a.path for a in client.list_artifacts(run_id, "weights")}
         assert artifacts == {"weights/model.npz"}
-        steps = [m.step for m in client.get_metric_history(run_id, "val_accuracy")]
+        steps = [m.step for m in client.get_metric_history(run_id, "epoch/val_accuracy")]
         assert steps == [1]
     assert {a.path for a in client.list_artifacts(parent["run_id"], "plots")} == {"plots/accuracy_vs_params.png"}
 
@@ -340,7 +340,7 @@ def test_an_optuna_study_prunes_in_joblib_workers_and_resumes_after_sigterm(work
     assert sorted(children["status"]) == ["FINISHED"] * 3 + ["KILLED"] * 2  # trial 2 pruned, trial 3 stopped
     (pruned,) = [row for _, row in children.iterrows() if row["tags.pruned_at_epoch"] == "1"]
     assert pruned["params.train.lr"] == "1e-05" and pruned["status"] == "KILLED"
-    history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(pruned["run_id"], "val_accuracy")
+    history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(pruned["run_id"], "epoch/val_accuracy")
     assert [m.step for m in history] == [1]  # its epoch kept
     parents = runs[runs["tags.sweep"] == "parent"].sort_values("start_time")
     assert list(parents["status"]) == ["KILLED", "FINISHED"]

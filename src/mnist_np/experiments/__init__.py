@@ -1,4 +1,8 @@
 RANK_METRIC = "kept_val_accuracy"  # validation accuracy of the weights a run kept: what sweeps rank runs by
+# A run's per-epoch curves go to MLflow as epoch/train_loss, epoch/val_accuracy, ...: the UI groups a
+# run's charts by the prefix before "/" and shows those sections before its "Model metrics", so the
+# run's page leads with its curves, not with bar charts of its single-value totals.
+CURVES = "epoch/"
 # How a sweep's jobs find their parent run and their project, wherever they run (inherited by worker
 # processes; passed to Ray tasks through the launcher's runtime_env, conf/hydra/launcher/ray.yaml).
 PARENT_ENV = "MNIST_NP_SWEEP_PARENT_RUN_ID"

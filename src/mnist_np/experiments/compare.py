@@ -12,7 +12,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import UserError
 from ..tracking import liveness
-from . import RANK_METRIC, comparison_plots, plots, report
+from . import CURVES, RANK_METRIC, comparison_plots, plots, report
 from .pruning import PRUNED_EPOCH_TAG
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
@@ -42,6 +42,16 @@ def _numeric(column: pd.Series) -> pd.Series:
         return pd.to_numeric(column)
     except (ValueError, TypeError):
         return column
+
+
+def _metric(runs: pd.DataFrame, name: str) -> pd.Series | None:
+    """A metric's column of an mlflow.search_runs frame; for a per-epoch one (its last value), the
+    name under CURVES, or the bare name runs logged before the curves had their own section."""
+    curve = runs.get(f"metrics.{CURVES}{name}") if name in HISTORY_METRICS else None
+    plain = runs.get(f"metrics.{name}")
+    if curve is None or plain is None:
+        return plain if curve is None else curve
+    return curve.fillna(plain)
 
 
 def latest_sweep(experiment_id: str) -> str:
@@ -121,7 +131,7 @@ def runs_table(
         if f"params.{name}" in runs:
             table[name] = _numeric(runs[f"params.{name}"])
     for name in METRICS:
-        table[name] = runs.get(f"metrics.{name}")
+        table[name] = _metric(runs, name)
     if numerics:
         for column in sorted(c for c in runs.columns if c.startswith("tags.numerics.")):
             table[column[len("tags.") :]] = runs[column]
@@ -154,7 +164,13 @@ def histories(run_ids: list[str], labels: list[str]) -> dict[str, pd.DataFrame]:
     client = MlflowClient()
     out = {}
     for run_id, label in zip(run_ids, labels):
-        columns = {m: {h.step: h.value for h in client.get_metric_history(run_id, m)} for m in HISTORY_METRICS}
+        columns = {
+            m: {
+                h.step: h.value
+                for h in client.get_metric_history(run_id, CURVES + m) or client.get_metric_history(run_id, m)
+            }
+            for m in HISTORY_METRICS
+        }
         frame = pd.DataFrame(columns).rename_axis("epoch").reset_index()
         if not frame.empty:
             out[f"{label} ({run_id[:8]})"] = frame

@@ -38,7 +38,7 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     return fig
 
 
-def accuracy_vs_params(runs: pd.DataFrame, params: list[str], metric: str = "val_accuracy") -> Figure:
+def accuracy_vs_params(runs: pd.DataFrame, params: list[str], metric: str) -> Figure:
     """One panel per swept parameter: each run's `metric` against that parameter's value.
 
     `runs` has one row per run, a column per parameter (numeric) and the metric column.

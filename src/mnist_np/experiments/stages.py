@@ -31,7 +31,7 @@ from ..model import reference, weights
 from ..serving import pyfunc
 from ..tracking import liveness, runs, store, ui
 from ..training import loop, metrics
-from . import comparison_plots, plots, report
+from . import CURVES, comparison_plots, plots, report
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def train(
     def on_epoch(stats: loop.EpochStats) -> None:
         values = dataclasses.asdict(stats)
         epoch = values.pop("epoch")
-        epoch_metrics.log({("epoch_seconds" if k == "seconds" else k): v for k, v in values.items()}, step=epoch)
+        seconds = values.pop("seconds")
+        epoch_metrics.log({**{CURVES + k: v for k, v in values.items()}, "epoch_seconds": seconds}, step=epoch)
         log.info(  # with the run's name: parallel jobs' lines interleave
             "%s epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
             mlflow.active_run().info.run_name,

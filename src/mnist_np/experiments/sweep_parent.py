@@ -109,7 +109,11 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
             return
-        failed = self.finish("FINISHED")
+        try:
+            failed = self.finish("FINISHED")
+        except Exception as exc:  # Hydra would turn it into a warning and exit 0
+            traceback.print_exc()
+            raise SystemExit(1) from exc
         if failed:
             print(
                 f"error: {failed} job(s) of the sweep failed; their runs are FAILED with the reason in the tag "
@@ -140,9 +144,11 @@ class SweepCallback(Callback):
         if pruned:
             client.set_tag(parent_id, "sweep.pruned_jobs", str(pruned))
             client.set_tag(parent_id, "sweep.pruned_epochs_saved", f"{saved:.0%}")
-        if len(finished):
-            self._record_best(client, parent_id, finished)
-        client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
+        try:
+            if len(finished):
+                self._record_best(client, parent_id, finished)
+        finally:  # the parent ends however recording its summary went
+            client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
         if len(finished) and status == "FINISHED":  # a stopped sweep's report: `make report`
             show(client, client.get_run(parent_id))
         return failed
@@ -166,7 +172,9 @@ class SweepCallback(Callback):
                 columns=lambda c: c.split(".", 1)[1] if c.startswith(("params.", "metrics.")) else c
             )
             client.log_figure(
-                parent_id, comparison_plots.accuracy_vs_params(frame, swept), "plots/accuracy_vs_params.png"
+                parent_id,
+                comparison_plots.accuracy_vs_params(frame, swept, RANK_METRIC),
+                "plots/accuracy_vs_params.png",
             )
         parent = client.get_run(parent_id)
         experiment_id = parent.info.experiment_id
