@@ -54,7 +54,7 @@ def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
     assert set(children["tags.numerics.mode"]) == {numerics}  # the launcher's workers computed so
     grid = set(zip(children["params.train.lr"], children["params.model.hidden_size"]))
     assert grid == {("0.05", "8"), ("0.05", "12"), ("0.2", "8"), ("0.2", "12")}
-    for metric in ("val_accuracy", "kept_val_accuracy", "test_accuracy", "test_loss", "train_loss"):
+    for metric in ("epoch/val_accuracy", "kept_val_accuracy", "test_accuracy", "test_loss", "epoch/train_loss"):
         assert children[f"metrics.{metric}"].notna().all(), metric
     top = children["metrics.kept_val_accuracy"].max()
     best = children.set_index("run_id").loc[parent["tags.best_run_id"]]  # one of the children...

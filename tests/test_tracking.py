@@ -86,7 +86,7 @@ def test_a_train_stage_that_fails_after_training_still_logs_every_epoch(tiny_mni
         mlflow.start_run(experiment_id=experiment) as run,
     ):
         stages.train(cfg, data, tmp_path, tmp_path / "training.csv", progress=False)
-    assert [step for step, _ in history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert [step for step, _ in history(run.info.run_id, "epoch/val_accuracy")] == [1, 2]
     assert MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
 
 
