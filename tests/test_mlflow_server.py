@@ -107,7 +107,7 @@ def test_the_printed_link_and_report_answer_the_sweep_in_a_real_browser(server, 
         ids = [r["info"]["run_id"] for r in children]
         page.goto(
             f"{server}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
-            f"&experiments={urllib.parse.quote(json.dumps([experiment['experiment_id']]))}"
+            f"&experiments={urllib.parse.quote(json.dumps([experiment['experiment_id']]))}&{ui.TRAINING_VIEWS}"
         )
         for name in score:
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
