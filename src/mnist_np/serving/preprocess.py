@@ -73,6 +73,7 @@ STRONG = 0.25  # the digit's parts are found where the (smoothed) ink reaches th
 REACH = 0.5  # parts of the digit lie within this fraction of its largest part's size from it
 SCALE_PX = 256  # the digit is found on blocks making about this many on the longer side (at least 1 pixel each)
 FULL = 254  # MNIST's strokes peak at 254 or 255; weaker ink is stretched to 255
+UNEVEN = 8.0  # gray levels the paper's light must vary by around the border before it is modelled
 
 
 def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
@@ -87,6 +88,22 @@ def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
     fill = ndimage.grey_closing if dark_ink else ndimage.grey_opening
     coarse = ndimage.gaussian_filter(fill(coarse, size=(size, size)), sigma=size / 4)
     return ndimage.zoom(coarse, (h / hb, w / wb), order=1, grid_mode=True, mode="nearest")[:h, :w]
+
+
+def border_ring(gray: np.ndarray) -> np.ndarray:
+    """The image's outermost pixels in order around it (top, right, bottom, left)."""
+    return np.concatenate([gray[0], gray[1:, -1], gray[-1, -2::-1], gray[-2:0:-1, 0]])
+
+
+def uneven_light(gray: np.ndarray) -> bool:
+    """Whether the paper's light varies around the image's border by more than its grain: only then
+    is the paper modelled (paper()); an evenly lit page, a scan or a crop of a digit, however large,
+    is one paper level, which no stroke can be mistaken for. The border, smoothed along its length,
+    spans more than NOISE_SIGMAS of its own grain and more than UNEVEN levels."""
+    ring = border_ring(gray)
+    smooth = ndimage.median_filter(ring, size=max(5, len(ring) // 64), mode="wrap")
+    grain = float(np.median(np.abs(ring - smooth))) * 1.4826
+    return float(np.ptp(smooth)) > max(UNEVEN, NOISE_SIGMAS * grain)
 
 
 def digit_parts(strong: np.ndarray, ink: np.ndarray) -> np.ndarray:
@@ -152,7 +169,8 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     sign = np.float32(1 if dark_ink else -1)  # ink = sign * (paper - gray)
     step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
     coarse = blocks(gray, step) if step > 1 else gray
-    paper_coarse = paper(coarse, dark_ink) if min(gray.shape) >= PAPER_MODEL_MIN_SIDE else np.float32(np.median(border))
+    modelled = min(gray.shape) >= PAPER_MODEL_MIN_SIDE and uneven_light(coarse)
+    paper_coarse = paper(coarse, dark_ink) if modelled else np.float32(np.median(border))
     # The grain, from one full-resolution pixel per block (its centre, where the block's paper
     # level holds): most of any page is paper, so the median is the paper and the median absolute
     # deviation its grain's spread.
