@@ -6,7 +6,7 @@ from PIL import Image
 
 from mnist_np.data.idx import read_idx
 from mnist_np.errors import DataError
-from mnist_np.serving import preprocess
+from mnist_np.serving import predict, preprocess, reading
 
 
 def test_preprocessing_leaves_an_mnist_digit_unchanged(mnist_mirror):
@@ -85,3 +85,53 @@ def test_exif_orientation_is_applied(tmp_path):
     digit = preprocess.load_digit(tmp_path / "photo.jpg")
     rows, cols = np.nonzero(digit > 128)
     assert np.ptp(rows) > 3 * np.ptp(cols)
+
+
+def test_the_digit_likeness_bounds_turn_away_almost_no_mnist_digit(mnist_mirror):
+    """preprocess's bounds on written strokes come from MNIST's training digits: they reject at most
+    0.2% of them."""
+    digits = read_idx(mnist_mirror / "train-images-idx3-ubyte.gz")[:20000].astype(np.float32)
+    rejected = 0
+    for digit in digits:
+        try:
+            preprocess.judge_strokes(digit)
+        except preprocess.NotReadable:
+            rejected += 1
+    assert rejected <= 0.002 * len(digits)
+
+
+def test_blots_smudges_and_specks_are_not_readable_with_the_reason():
+    page = np.full((200, 200), 220, np.float32)
+    rows, cols = np.ogrid[:200, :200]
+    blot = page.copy()
+    blot[(rows - 100) ** 2 + (cols - 90) ** 2 <= 30**2] = 30  # a round ink blot
+    with pytest.raises(preprocess.NotReadable, match="solid speck, blot or smudge"):
+        preprocess.to_mnist(blot)
+    smudge = page - 100 * np.exp(-((rows - 100) ** 2 + (cols - 100) ** 2) / (2 * 25.0**2))
+    with pytest.raises(preprocess.NotReadable, match="smudge"):
+        preprocess.to_mnist(smudge.astype(np.float32))
+    bar = page.copy()
+    bar[40:160, 95:105] = 30  # a 1 drawn as a solid bar is still a digit
+    assert preprocess.to_mnist(bar).max() == 255
+    speck = page.copy()
+    speck[100:104, 50:53] = 40
+    with pytest.raises(preprocess.NotReadable, match="specks"):
+        preprocess.to_mnist(speck)
+
+
+def test_the_reading_threshold_rejects_the_chosen_share_of_validation_digits():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.full(10, 0.3), size=5000)
+    chosen = reading.choose(probabilities)
+    top = probabilities.max(axis=1)
+    assert chosen["rejected_share_of_validation"] == np.mean(top < chosen["reject_below"]) <= reading.REJECTED_SHARE
+    assert np.mean(top <= chosen["reject_below"]) >= reading.REJECTED_SHARE  # no lower bar rejects the share
+
+
+def test_a_reject_below_that_is_not_a_probability_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        predict.main(["--reject-below", "1.5", "digit.png"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --reject-below 1.5 is not a probability; give one from 0 (never) to 1"
+    )

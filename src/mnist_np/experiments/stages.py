@@ -28,7 +28,7 @@ from ..data import splits
 from ..errors import DataError
 from ..files import atomic_path, require_writable, sha256_file, write_json
 from ..model import reference, weights
-from ..serving import pyfunc
+from ..serving import pyfunc, reading
 from ..tracking import liveness, runs, store, ui
 from ..training import loop, metrics
 from . import CURVES, comparison_plots, plots, report
@@ -164,6 +164,8 @@ def train(
             progress=progress,
         )
         weights.save(weights_path, fit.params)
+        # The confidence below which mnist-predict says "not readable", chosen on the validation split.
+        reading.save(weights_path.parent, reading.choose(reference.predict_proba(fit.params, data.val.x)))
         # Wall-clock seconds stay out of the versioned history (they differ on every run); MLflow has them.
         history = pd.DataFrame([dataclasses.asdict(s) for s in fit.history]).drop(columns="seconds")
         with atomic_path(history_path) as tmp:
@@ -183,7 +185,8 @@ def train(
     except BaseException:
         # A run that failed or stopped after writing its weights (a full disk while logging them)
         # leaves none of its outputs behind, so nothing passes for a finished run's.
-        for written in (weights_path, Path(history_path), Path(history_path).with_name(TRAINING_METRICS_FILE)):
+        outputs = (weights_path, weights_path.with_name(reading.READING_FILE), Path(history_path))
+        for written in (*outputs, Path(history_path).with_name(TRAINING_METRICS_FILE)):
             written.unlink(missing_ok=True)
         raise
     finally:

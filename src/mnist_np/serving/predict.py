@@ -6,8 +6,10 @@
 
 Each image goes through the MNIST procedure (preprocess.py) and then the normalize stage's own
 pixel transform, read from the statistics saved with the data (or with the MLflow model).
-A file that cannot be read or holds no ink gets an error line; the others are still predicted,
-and the exit status is 1 if any file failed.
+An image with no digit-like ink (blank, specks, a blot, a smudge) or one the network is less sure
+of than the model's threshold (reading.py; --reject-below) is "not readable", with the reason.
+A file that cannot be read gets an error line; the others are still predicted, and the exit
+status is 1 if any file failed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from ..data import splits
 from ..errors import DataError, UserError
 from ..files import atomic_path
 from ..model import reference, weights
-from . import preprocess
+from . import preprocess, reading
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # raw 0-255 images (n, 784) -> probabilities (n, 10)
 
@@ -39,9 +41,10 @@ def is_mlflow_uri(spec: str) -> bool:
 DEFAULT_MODEL = Path("models") / "model.npz"  # the pipeline's, relative to where the command runs
 
 
-def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str]:
-    """A weights file (with the normalize stage's stats.json) or an MLflow model URI, and the
-    preprocessing its training data calls for (preprocess.load_image)."""
+def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, float | None]:
+    """A weights file (with the normalize stage's stats.json) or an MLflow model URI, the
+    preprocessing its training data calls for (preprocess.load_image) and the confidence below
+    which its answer is not readable (None for a model stored without one)."""
     if model is not None and is_mlflow_uri(model):
         import mlflow
 
@@ -58,7 +61,8 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str]:
             return out[[f"p{d}" for d in range(reference.N_CLASSES)]].to_numpy()
 
         # Models logged before the preprocessing was recorded were all trained on MNIST's digits.
-        return predict, (pyfunc.metadata.metadata or {}).get("preprocessing", "digits")
+        metadata = pyfunc.metadata.metadata or {}
+        return predict, metadata.get("preprocessing", "digits"), metadata.get("reject_below")
 
     if model is None and not DEFAULT_MODEL.is_file():  # most likely run outside the repository
         raise UserError(
@@ -70,6 +74,7 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str]:
     return (
         lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype)),
         stats["preprocessing"],
+        reading.threshold_beside(model or DEFAULT_MODEL),
     )
 
 
@@ -87,10 +92,16 @@ def save_seen(digit: np.ndarray, path: Path, out_dir: Path, taken: set[str]) -> 
 
 
 def predict_files(
-    files: list[Path], predictor: Predictor, save_dir: Path | None = None, preprocessing: str = "digits"
+    files: list[Path],
+    predictor: Predictor,
+    save_dir: Path | None = None,
+    preprocessing: str = "digits",
+    reject_below: float | None = None,
 ) -> list[dict]:
-    """One result per file: {"file", "digit", "probabilities"} or {"file", "error"}; with `save_dir`,
-    also "preprocessed": the 28x28 image the network saw, written there."""
+    """One result per file: {"file", "readable": True, "digit", "probabilities"}; {"file",
+    "readable": False, "reason"} (with the probabilities where the network was asked: its top one is
+    below `reject_below`); or {"file", "error"}. With `save_dir`, also "preprocessed": the 28x28
+    image the network saw, written there."""
     results, images, ok, taken = [], [], [], set()
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -99,32 +110,44 @@ def predict_files(
             digit = preprocess.load_image(path, preprocessing)
             images.append(digit.reshape(-1))
             ok.append(len(results))
-            results.append({"file": str(path)})
+            results.append({"file": str(path), "readable": True})
             if save_dir is not None:
                 results[-1]["preprocessed"] = str(save_seen(digit, path, save_dir, taken))
+        except preprocess.NotReadable as exc:
+            results.append({"file": str(path), "readable": False, "reason": str(exc).removeprefix(f"{path}: ")})
         except DataError as exc:
             results.append({"file": str(path), "error": str(exc)})
     if images:
         probabilities = predictor(np.stack(images))
         for index, p in zip(ok, probabilities):
             results[index].update(digit=int(np.argmax(p)), probabilities=[round(float(v), 6) for v in p])
+            if reject_below is not None and float(np.max(p)) < reject_below:
+                del results[index]["digit"]
+                results[index].update(
+                    readable=False,
+                    reason=f"the network is not sure: its best guess has p {np.max(p):.2f}, below {reject_below:.2f}",
+                )
     return results
 
 
 def format_table(results: list[dict]) -> str:
+    """One row per file: the digit (or "error", or "-" when not readable) and the probabilities;
+    a last column says why an image is not readable, where one is not."""
     rows = []
     for r in results:
-        if "error" in r:
-            rows.append({"file": r["file"], "digit": "error", **{f"p{d}": "" for d in range(10)}})
-        else:
-            rows.append(
-                {
-                    "file": r["file"],
-                    "digit": r["digit"],
-                    **{f"p{d}": f"{p:.3f}" for d, p in enumerate(r["probabilities"])},
-                }
-            )
-    return pd.DataFrame(rows).to_string(index=False)
+        probabilities = r.get("probabilities") or [None] * 10
+        rows.append(
+            {
+                "file": r["file"],
+                "digit": "error" if "error" in r else r.get("digit", "-"),
+                **{f"p{d}": "" if p is None else f"{p:.3f}" for d, p in enumerate(probabilities)},
+                "note": f"not readable: {r['reason']}" if r.get("readable") is False else "",
+            }
+        )
+    table = pd.DataFrame(rows)
+    if not table["note"].any():
+        table = table.drop(columns="note")
+    return table.to_string(index=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,12 +170,22 @@ def main(argv: list[str] | None = None) -> None:
             metavar="DIR",
             help="write the 28x28 image the network saw for each file into DIR, named after it (default: off)",
         )
+        parser.add_argument(
+            "--reject-below",
+            type=float,
+            metavar="P",
+            help="call an image not readable when the network's top probability is below P "
+            "(default: the threshold stored with the model; 0: never)",
+        )
         args = parser.parse_args(argv)
+        if args.reject_below is not None and not 0 <= args.reject_below <= 1:
+            raise UserError(f"--reject-below {args.reject_below} is not a probability; give one from 0 (never) to 1")
         files = preprocess.image_files(args.images)
         if not files:
             raise UserError(f"no image files in {' '.join(args.images)}")
-        predictor, preprocessing = load_predictor(args.model, args.stats)
-        results = predict_files(files, predictor, args.save_preprocessed, preprocessing)
+        predictor, preprocessing, stored = load_predictor(args.model, args.stats)
+        reject_below = stored if args.reject_below is None else args.reject_below
+        results = predict_files(files, predictor, args.save_preprocessed, preprocessing, reject_below)
         print(json.dumps(results, indent=2) if args.json else format_table(results))
         for r in results:
             if "error" in r:

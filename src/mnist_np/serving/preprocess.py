@@ -22,6 +22,13 @@ from scipy import ndimage
 from ..errors import DataError
 
 FIELD, BOX = 28, 20
+
+
+class NotReadable(DataError):
+    """The image holds no digit a person could read (blank, specks, a blot, a smudge): an answer
+    with its reason, not a failure."""
+
+
 # Lossy compression (JPEG, WebP) leaves faint ringing around strokes, which would widen the ink's
 # bounding box and shrink the digit; in such files levels this close to the paper count as paper.
 LOSSY_FORMATS, LOSSY_FLOOR = ("JPEG", "MPO", "WEBP"), 8.0
@@ -74,6 +81,11 @@ REACH = 0.5  # parts of the digit lie within this fraction of its largest part's
 SCALE_PX = 256  # the digit is found on blocks making about this many on the longer side (at least 1 pixel each)
 FULL = 254  # MNIST's strokes peak at 254 or 255; weaker ink is stretched to 255
 UNEVEN = 8.0  # gray levels the paper's light must vary by around the border before it is modelled
+# What digit-like ink is, from MNIST's 60,000 training digits (tests/test_preprocess.py checks that
+# these reject at most 0.2% of them): written strokes are at least MIN_SIDE pixels long, and strong
+# ink (>= 128) covers at most SOLID_MAX of its own box where that box is not long and thin (a speck,
+# a blot or a smudge's core is solid; MNIST's 99.9th percentile is 0.67; a 1 can be a solid bar).
+MIN_SIDE, SOLID_MAX = 10, 0.68
 
 
 def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
@@ -106,16 +118,18 @@ def uneven_light(gray: np.ndarray) -> bool:
     return float(np.ptp(smooth)) > max(UNEVEN, NOISE_SIGMAS * grain)
 
 
-def digit_parts(strong: np.ndarray, ink: np.ndarray) -> np.ndarray:
+def digit_parts(strong: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, int]:
     """The digit among the `strong` ink: its largest connected part (by ink mass) and the parts near
-    it (a 5's bar, a broken stroke); specks and marks elsewhere are dropped."""
+    it (a 5's bar, a broken stroke); specks and marks elsewhere are dropped. Also the largest part's
+    longer side (a stroke is long; a cluster of specks is short pieces)."""
     labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
-    if n <= 1:
-        return labels > 0
     mass = ndimage.sum_labels(ink, labels, index=np.arange(1, n + 1))
     boxes = ndimage.find_objects(labels)
     main = boxes[int(np.argmax(mass))]
-    reach = REACH * max(main[0].stop - main[0].start, main[1].stop - main[1].start)
+    side = max(main[0].stop - main[0].start, main[1].stop - main[1].start)
+    if n <= 1:
+        return labels > 0, side
+    reach = REACH * side
     near = [
         i + 1
         for i, (rows, cols) in enumerate(boxes)
@@ -124,7 +138,7 @@ def digit_parts(strong: np.ndarray, ink: np.ndarray) -> np.ndarray:
         and cols.start < main[1].stop + reach
         and cols.stop > main[1].start - reach
     ]
-    return np.isin(labels, near)
+    return np.isin(labels, near), side
 
 
 def blocks(image: np.ndarray, step: int) -> np.ndarray:
@@ -183,8 +197,12 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     smooth = ndimage.gaussian_filter(ink, sigma=1) if spread > 0 else ink
     peak = float(smooth.max())
     if peak <= low:
-        raise DataError("no ink found: the image is blank (one uniform colour or only noise)")
-    parts = digit_parts(smooth > max(low, STRONG * peak), smooth)
+        raise NotReadable("no ink found: the image is blank (one uniform colour or only noise)")
+    parts, longest = digit_parts(smooth > max(low, STRONG * peak), smooth)
+    if longest * step < MIN_SIDE:
+        raise NotReadable(
+            f"the ink is specks (the largest {longest * step} pixels long), too small for a digit's strokes"
+        )
     # The strokes' soft edges: two pixels on an image at full scale, one block where blocks hold two or more.
     near = ndimage.binary_dilation(parts, iterations=max(1, 2 // step))
     ink = digit_ink(gray, near, step, paper_coarse, sign, offset, low)
@@ -195,6 +213,8 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
     h, w = ink.shape
+    if max(h, w) < MIN_SIDE:
+        raise NotReadable(f"the only ink is a speck of {h} x {w} pixels, too small for a digit")
     scale = BOX / max(h, w)
     if scale != 1:
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -210,7 +230,21 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     left = min(max(left, 0), FIELD - ink.shape[1])
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
     field[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
+    judge_strokes(field)
     return field
+
+
+def judge_strokes(field: np.ndarray) -> None:
+    """Raise NotReadable unless the 28x28 ink looks written: strokes, not a solid speck, blot or
+    smudge (the bound is MNIST's, above)."""
+    strong = field >= 128
+    rows, cols = np.nonzero(strong)
+    if not len(rows):
+        raise NotReadable("the ink is faint throughout, like a smudge or a shadow, not strokes")
+    height, width = np.ptp(rows) + 1, np.ptp(cols) + 1
+    solid = float(strong.sum()) / (height * width)
+    if solid > SOLID_MAX and min(height, width) > max(height, width) / 2:  # a bar (a 1) is solid but long
+        raise NotReadable(f"the ink is a solid speck, blot or smudge ({solid:.0%} of its box), not strokes")
 
 
 def load_digit(path: str | os.PathLike) -> np.ndarray:
@@ -218,8 +252,8 @@ def load_digit(path: str | os.PathLike) -> np.ndarray:
     gray, fmt = load_gray(path)
     try:
         return to_mnist(gray, LOSSY_FLOOR if fmt in LOSSY_FORMATS else 0.0)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from exc
+    except DataError as exc:  # NotReadable stays NotReadable: an answer, not a failure
+        raise type(exc)(f"{path}: {exc}") from exc
 
 
 def load_image(path: str | os.PathLike, preprocessing: str = "digits") -> np.ndarray:

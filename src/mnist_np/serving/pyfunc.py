@@ -25,6 +25,7 @@ from mlflow.pyfunc import PythonModel
 
 from ..data import splits
 from ..model import reference, weights
+from . import reading
 
 MODEL_NAME = "model"  # runs:/<run id>/model
 
@@ -61,8 +62,9 @@ def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None
             artifacts={"weights": str(weights_path), "stats": str(stats_path)},
             signature=infer_signature(example, output, params={"raw_pixels": False}),
             input_example=example,
-            # How a client turns an image into the input (mnist-predict follows it): see preprocess.py.
-            metadata={"preprocessing": preprocessing},
+            # How a client turns an image into the input (mnist-predict follows it): see preprocess.py,
+            # and the confidence below which its answer is "not readable" (reading.py).
+            metadata={"preprocessing": preprocessing, "reject_below": reading.threshold_beside(weights_path)},
             # Ship the package with the model so it loads wherever MLflow runs it, and name the
             # requirements instead of letting MLflow infer them (slow, and it imports everything).
             code_paths=[str(Path(__file__).parent)],
