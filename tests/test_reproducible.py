@@ -100,16 +100,18 @@ def test_every_machine_and_load_gives_the_same_bits(name, processed, tmp_path):
     for i, (machine, env) in enumerate(MACHINES.items()):
         (tmp_path / str(i)).mkdir()
         outputs[machine] = run_stages(tmp_path / str(i), data, overrides, env)
-    assert set(outputs["plain"]) == {"model.npz", "training.csv", "training.json", *EVALUATE_OUTPUTS}
+    assert set(outputs["plain"]) == TRAIN_OUTPUTS | EVALUATE_OUTPUTS
     for machine, hashes in outputs.items():
         assert hashes == outputs["plain"], f"{name} on '{machine}' differs from the plain run"
 
 
 EVALUATE_OUTPUTS = {"metrics.json", "classification.json", "predictions.csv", "report.html"}
+TRAIN_OUTPUTS = {"model.npz", "reading.json", "training.csv", "training.json"}
 
 
 def test_native_numerics_differ_between_kernels_so_the_check_can_fail(processed, tmp_path):
-    overrides = (*SHORT["best"], "train.numerics=native")
+    # One epoch of a narrower network: the kernels' rounding differs from the first products on.
+    overrides = ("+experiment=best", "train.epochs=1", "model.hidden_size=64", "train.numerics=native")
     runs = []
     for i, kernel in enumerate(("Haswell", "Sandybridge")):
         (tmp_path / str(i)).mkdir()
