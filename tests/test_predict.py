@@ -359,7 +359,7 @@ def scaled_views(mnist_mirror):
     return views, images
 
 
-@pytest.mark.xdist_group("scaled")  # one worker draws the scaled digits for both tests
+@pytest.mark.xdist_group("captured-clean")  # the worker that trains both models for the clean captures
 def test_a_digit_scaled_up_gives_the_network_the_view_mnist_would(scaled_views):
     """2x to 15x, any filter: the 28x28 view matches the original digit's (MNIST's own procedure),
     pixel for pixel within a few gray levels on average, and never shifted or shrunk."""
@@ -372,7 +372,7 @@ def test_a_digit_scaled_up_gives_the_network_the_view_mnist_would(scaled_views):
         assert np.mean(np.abs(np.subtract(rows, heights)) <= 1) > 0.95, (scale, method)
 
 
-@pytest.mark.xdist_group("scaled")
+@pytest.mark.xdist_group("captured-clean")
 @pytest.mark.parametrize("model", ["default", "best"])
 def test_a_digit_scaled_up_reads_as_well_as_at_its_own_size(request, scaled_views, model):
     root = request.getfixturevalue(f"trained_{model}").root
