@@ -4,6 +4,7 @@ written to real PNG/JPEG files; a network trained with the default configuration
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -225,30 +226,111 @@ def test_registered_champion_predicts_through_models_uri(trained, tmp_path):
 
 CAPTURES = 500  # digits per capture condition
 PAPER, PEN = 210.0, 30.0  # gray levels of the page and of a pen's ink
+# Printed lines, grids, dots and boxes in the colours paper has them (RGB): light and dark blue,
+# a red margin, gray, black.
+PRINT = np.array([(150, 190, 240), (70, 130, 220), (220, 60, 60), (160, 160, 160), (40, 40, 40)], np.float32)
+PRINTED = ("ruled", "squared", "dotted", "box", "crossing")
+
+
+@functools.cache
+def photo_paper() -> tuple[np.ndarray, np.ndarray]:
+    """A 2048 x 1536 page as a phone photographs it: uneven light (60 gray levels from one side to
+    the other) and sensor noise; as levels and as the 8-bit image. Every photo is this page with
+    its digit written somewhere on it: 3M noise draws a photo took most of the condition's time."""
+    rng = np.random.default_rng(1)
+    page = np.full((1536, 2048), PAPER, np.float32) + np.linspace(-30, 30, 2048, dtype=np.float32)[None, :]
+    page += 3 * rng.standard_normal(page.shape, dtype=np.float32)
+    return page, np.clip(np.rint(page), 0, 255).astype(np.uint8)
+
+
+def draw_line(page: np.ndarray, axis: int, at: float, thickness: int, colour: np.ndarray, span=None) -> None:
+    """A printed line across `page` (rows x columns x RGB): horizontal (axis 1) at row `at`, or
+    vertical (axis 0) at column `at`, over `span` (start, stop) of its length or all of it."""
+    start, stop = span or (0, page.shape[1 - axis])
+    first = int(round(at - thickness / 2))
+    index = (slice(first, first + thickness), slice(start, stop))
+    page[index if axis == 1 else index[::-1]] = colour
+
+
+def printed_page(condition: str, field: int, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
+    """A blank RGB page with `condition`'s printed structure (not "box": boxed()), varied in
+    spacing, colour, thickness and position, and where on it the digit's `field` x `field` square
+    goes (top, left)."""
+    page = np.full((224, 224, 3), PAPER, np.float32)
+    top, left = (int(v) for v in rng.integers(0, 224 - field + 1, 2))
+    if condition == "ruled":  # a notebook page: rulings, and a red margin line on half of them
+        spacing, thickness = rng.uniform(28, 64), int(rng.integers(1, 4))
+        colour = PRINT[rng.choice([0, 1, 3, 4])]
+        for at in np.arange(rng.uniform(0, spacing), 224, spacing):
+            draw_line(page, 1, at, thickness, colour)
+        if rng.random() < 0.5:
+            draw_line(page, 0, rng.uniform(8, 60), int(rng.integers(1, 4)), PRINT[2])
+    elif condition == "squared":
+        spacing, thickness, colour = rng.uniform(16, 40), int(rng.integers(1, 3)), PRINT[rng.choice([0, 1, 3])]
+        for axis in (1, 0):
+            for at in np.arange(rng.uniform(0, spacing), 224, spacing):
+                draw_line(page, axis, at, thickness, colour)
+    elif condition == "dotted":
+        spacing, radius, colour = rng.uniform(12, 28), rng.uniform(0.8, 2.0), PRINT[rng.choice([1, 3, 4])]
+        rows, cols = np.ogrid[:224, :224]
+        y = (rows - rng.uniform(0, spacing)) % spacing
+        x = (cols - rng.uniform(0, spacing)) % spacing
+        near = np.minimum(y, spacing - y) ** 2 + np.minimum(x, spacing - x) ** 2 <= radius**2
+        page[near] = colour
+    else:  # crossing: one line through the middle of the digit, across the page
+        axis, thickness, colour = int(rng.integers(0, 2)), int(rng.integers(2, 5)), PRINT[rng.choice([1, 3, 4])]
+        draw_line(page, axis, (top if axis == 1 else left) + field * rng.uniform(0.3, 0.7), thickness, colour)
+    return page, top, left
+
+
+def boxed(ink: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """The digit's `ink` (0-1) written in a form field's printed box, 4-30 pixels from each side of
+    the digit, and the image cropped to the box with 4-30 pixels of paper around it."""
+    margin = 72  # around the field: room for the widest gap, line and paper
+    page = np.full((ink.shape[0] + 2 * margin, ink.shape[1] + 2 * margin, 3), PAPER, np.float32)
+    rows, cols = np.nonzero(ink > 0.1)
+    gap, thickness, colour = rng.integers(4, 31, 4), int(rng.integers(1, 5)), PRINT[rng.choice([1, 3, 4])]
+    top, bottom = margin + rows.min() - gap[0] - thickness, margin + rows.max() + 1 + gap[1] + thickness
+    left, right = margin + cols.min() - gap[2] - thickness, margin + cols.max() + 1 + gap[3] + thickness
+    for axis, near, far, span in ((1, top, bottom, (left, right)), (0, left, right, (top, bottom))):
+        draw_line(page, axis, near + thickness / 2, thickness, colour, span)
+        draw_line(page, axis, far - thickness / 2, thickness, colour, span)
+    area = page[margin : margin + ink.shape[0], margin : margin + ink.shape[1]]
+    area += ink[..., None] * (PEN - area)
+    out = rng.integers(4, 31, 4)
+    page = page[top - out[0] : bottom + out[1], left - out[2] : right + out[3]]
+    return Image.fromarray(np.clip(np.rint(page), 0, 255).astype(np.uint8), "RGB")
 
 
 def capture(digit: np.ndarray, condition: str, rng: np.random.Generator) -> tuple[Image.Image, str]:
     """An MNIST test digit (28x28, light on dark) written on paper and captured under `condition`:
     (the image, the file suffix to save it with)."""
-    if condition == "photo":  # filling 5% of a 4000x3000 photo, at the 2048x1536 a photo is read at
-        page_size, field = (2048, 1536), 555  # the digit's 20-pixel box becomes 396 px: 5% of the frame
-    else:
-        page_size, field = (224, 224), 112
+    field = 555 if condition == "photo" else 112  # a photo's: 5% of a 4000x3000 frame at 2048x1536
     strokes = np.asarray(Image.fromarray(digit).resize((field, field), Image.Resampling.BICUBIC), np.float32) / 255
-    contrast = 0.4 if condition == "pencil" else 1.0  # light pencil: ink at 40% of a pen's contrast
-    page = np.full(page_size[::-1], PAPER, np.float32)
-    top = int(rng.integers(0, page.shape[0] - field + 1))
-    left = int(rng.integers(0, page.shape[1] - field + 1))
-    page[top : top + field, left : left + field] -= np.clip(strokes, 0, 1) * contrast * (PAPER - PEN)
+    ink = np.clip(strokes, 0, 1) * (0.4 if condition == "pencil" else 1.0)  # light pencil: 40% of a pen's contrast
+    if condition == "box":
+        return boxed(ink, rng), "png"
+    if condition in PRINTED:  # the pen's ink covers the print where they cross
+        page, top, left = printed_page(condition, field, rng)
+        area = page[top : top + field, left : left + field]
+        area += ink[..., None] * (PEN - area)
+        return Image.fromarray(np.clip(np.rint(page), 0, 255).astype(np.uint8), "RGB"), "png"
+    if condition == "photo":
+        paper, image = photo_paper()
+        top, left = int(rng.integers(0, 1536 - field + 1)), int(rng.integers(0, 2048 - field + 1))
+        image = image.copy()
+        area = paper[top : top + field, left : left + field]
+        image[top : top + field, left : left + field] = np.clip(np.rint(area + ink * (PEN - PAPER)), 0, 255)
+        return Image.fromarray(image), "jpg"
+    page = np.full((224, 224), PAPER, np.float32)
+    top, left = (int(v) for v in rng.integers(0, 224 - field + 1, 2))
+    page[top : top + field, left : left + field] -= ink * (PAPER - PEN)
     if condition == "noise":  # paper grain and sensor noise
         page += 10 * rng.standard_normal(page.shape, dtype=np.float32)
-    if condition in ("lighting", "photo"):  # uneven light: 60 gray levels from one side to the other
+    if condition == "lighting":  # uneven light: 60 gray levels from one side to the other
         page += np.linspace(-30, 30, page.shape[1], dtype=np.float32)[None, :]
-    if condition == "photo":
-        # Sensor noise: a 512 x 512 tile of draws repeated over the page (3M draws a photo took most of its time).
-        page += np.tile(3 * rng.standard_normal((512, 512), dtype=np.float32), (3, 4))
     image = Image.fromarray(np.clip(np.rint(page), 0, 255).astype(np.uint8))
-    return image, ("jpg" if condition in ("jpeg", "photo") else "png")
+    return image, ("jpg" if condition == "jpeg" else "png")
 
 
 @pytest.fixture(scope="session")  # not module: under xdist a worker may run other modules between a condition's tests
@@ -276,7 +358,7 @@ def captured(mnist_mirror, tmp_path_factory):
     return get
 
 
-CONDITIONS = ["clean", "noise", "lighting", "jpeg", "pencil", "photo"]
+CONDITIONS = ["clean", "noise", "lighting", "jpeg", "pencil", "photo", *PRINTED]
 
 
 @pytest.mark.parametrize("model", ["default", "best"])

@@ -6,7 +6,7 @@ from PIL import Image
 
 from mnist_np.data.idx import read_idx
 from mnist_np.errors import DataError
-from mnist_np.serving import predict, preprocess, reading
+from mnist_np.serving import predict, preprocess, printed, reading
 
 
 def test_preprocessing_leaves_an_mnist_digit_unchanged(mnist_mirror):
@@ -135,3 +135,34 @@ def test_a_reject_below_that_is_not_a_probability_is_one_error_line(capsys):
     assert capsys.readouterr().err.strip() == (
         "error: --reject-below 1.5 is not a probability; give one from 0 (never) to 1"
     )
+
+
+def test_printed_lines_and_a_box_are_found_and_strokes_are_not():
+    """Rulings crossing the page and a box's sides meeting at corners are printed lines; a long,
+    straight, thick stroke (a 1) between rulings is not, though its ends lie near them."""
+    page = np.zeros((100, 100), bool)
+    for row in (20, 50, 80):
+        page[row : row + 2] = True
+    page[10:90, 45:53] = True  # the 1
+    horizontal, vertical, _ = printed.bands(page)
+    assert horizontal[20:22].all() and horizontal[50:52].all() and horizontal[80:82].all()
+    assert not vertical.any() and not horizontal[30:45, 45:53].any()
+    boxed = np.zeros((100, 100), bool)
+    boxed[10:12, 10:90] = boxed[88:90, 10:90] = boxed[10:90, 10:12] = boxed[10:90, 88:90] = True
+    boxed[30:70, 45:53] = True
+    horizontal, vertical, _ = printed.bands(boxed)
+    assert horizontal[10:12, 10:90].all() and vertical[10:90, 88:90].all()
+    assert not (horizontal | vertical)[30:70, 45:53].any()
+
+
+def test_a_stroke_crossing_a_printed_line_keeps_its_ink():
+    ink = np.zeros((60, 60), np.float32)
+    ink[30:32] = 60  # a light ruling
+    ink[10:50, 20:26] = 200  # a pen's stroke across it
+    ink[28:34, 40:46] = 60  # the ruling's own thickening, not a stroke
+    horizontal, vertical, reach = printed.bands(ink > 0)
+    out = printed.remove(ink, horizontal, vertical, reach)
+    assert (out[10:50, 20:26] == 200).all() and not out[30:32, :18].any() and not out[28:34, 40:46].any()
+    ink[10:50, 20:26] = 60  # the same stroke as light as the line: joined through it from both sides
+    out = printed.remove(ink, horizontal, vertical, reach)
+    assert (out[10:50, 20:26] == 60).all() and not out[30:32, 30:38].any()

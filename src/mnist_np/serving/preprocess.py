@@ -1,8 +1,9 @@
 """Turn an arbitrary photo or scan of one handwritten digit into an MNIST-style 28x28 image.
 
 First the digit is found on its page, as a camera or scanner delivers it: the paper (uneven light
-included) is modelled and subtracted, ink is what stands out from the paper's grain, and the digit
-is the largest connected part of the ink with the parts near it (to_mnist). Then it follows the
+included) is modelled and subtracted, ink is what stands out from the paper's grain, printed lines
+(rulings, grids, a form's box) are taken out where no stroke crosses them (printed.py), and the
+digit is the largest connected part of the ink with the parts near it (to_mnist). Then it follows the
 procedure MNIST itself was made with: light ink on a dark background; cropped to the ink's bounding
 box; scaled to fit a 20x20 box keeping the aspect ratio (anti-aliased); placed in a 28x28 field
 with its centre of mass at the centre. The result is in MNIST's raw 0-255 units, ready for the
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from ..errors import DataError
+from . import printed
 
 FIELD, BOX = 28, 20
 
@@ -86,6 +88,7 @@ UNEVEN = 8.0  # gray levels the paper's light must vary by around the border bef
 # ink (>= 128) covers at most SOLID_MAX of its own box where that box is not long and thin (a speck,
 # a blot or a smudge's core is solid; MNIST's 99.9th percentile is 0.67; a 1 can be a solid bar).
 MIN_SIDE, SOLID_MAX = 10, 0.68
+DOTS, DOT_SHARE = 5, 0.03  # printed dots: many small parts, each a sliver of the digit's ink
 
 
 def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
@@ -120,8 +123,9 @@ def uneven_light(gray: np.ndarray) -> bool:
 
 def digit_parts(strong: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, int]:
     """The digit among the `strong` ink: its largest connected part (by ink mass) and the parts near
-    it (a 5's bar, a broken stroke); specks and marks elsewhere are dropped. Also the largest part's
-    longer side (a stroke is long; a cluster of specks is short pieces)."""
+    it (a 5's bar, a broken stroke); specks and marks elsewhere are dropped, and so are the dots of
+    dotted paper near it (DOTS or more parts each under DOT_SHARE of the largest one's mass). Also
+    the largest part's longer side (a stroke is long; a cluster of specks is short pieces)."""
     labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
     mass = ndimage.sum_labels(ink, labels, index=np.arange(1, n + 1))
     boxes = ndimage.find_objects(labels)
@@ -130,10 +134,13 @@ def digit_parts(strong: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, int]:
     if n <= 1:
         return labels > 0, side
     reach = REACH * side
+    dots = mass < DOT_SHARE * mass.max()
+    dots &= dots.sum() >= DOTS
     near = [
         i + 1
         for i, (rows, cols) in enumerate(boxes)
-        if rows.start < main[0].stop + reach
+        if not dots[i]
+        and rows.start < main[0].stop + reach
         and rows.stop > main[0].start - reach
         and cols.start < main[1].stop + reach
         and cols.stop > main[1].start - reach
@@ -147,23 +154,32 @@ def blocks(image: np.ndarray, step: int) -> np.ndarray:
     return image[: h * step, : w * step].reshape(h, step, w, step).mean(axis=(1, 3), dtype=np.float32)
 
 
-def digit_ink(gray, near, step, paper_coarse, sign, offset, low) -> np.ndarray:
+def upsampled(mask: np.ndarray, rows: slice, cols: slice, step: int, shape: tuple[int, int]) -> np.ndarray:
+    """A mask on the step x step blocks, cut to `rows` x `cols` of blocks, at full resolution: `shape`
+    pixels (a box touching the last block row or column takes the remainder under one block)."""
+    full = np.repeat(np.repeat(mask[rows, cols], step, 0), step, 1)
+    return np.pad(full, [(0, shape[0] - full.shape[0]), (0, shape[1] - full.shape[1])], mode="edge")
+
+
+def digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines) -> np.ndarray:
     """The ink at full resolution within the bounding box of `near` (a mask on the step x step
     blocks): each pixel's level above the paper (the coarse model, interpolated), zero away from
-    `near` and where the paper's grain (`low`) could explain it."""
+    `near` and where the paper's grain (`low`) could explain it, and printed `lines` (bands on the
+    blocks, printed.bands) taken out where no stroke crosses them."""
     rows, cols = np.nonzero(near.any(axis=1))[0], np.nonzero(near.any(axis=0))[0]
     top, left = rows[0] * step, cols[0] * step
-    # A mask touching the last block row or column takes the remainder under one block with it.
     bottom = gray.shape[0] if rows[-1] == near.shape[0] - 1 else (rows[-1] + 1) * step
     right = gray.shape[1] if cols[-1] == near.shape[1] - 1 else (cols[-1] + 1) * step
-    mask = np.repeat(np.repeat(near[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], step, 0), step, 1)
-    mask = np.pad(mask, [(0, bottom - top - mask.shape[0]), (0, right - left - mask.shape[1])], mode="edge")
+    cut, shape = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)), (bottom - top, right - left)
+    horizontal, vertical = (upsampled(band, *cut, step, shape) for band in lines[:2])
+    mask = upsampled(near, *cut, step, shape) | horizontal | vertical  # printed.remove keeps only crossings
     if np.ndim(paper_coarse):  # linearly between block means; block i's mean sits at pixel (i + 0.5) * step - 0.5
         y = (np.arange(top, bottom, dtype=np.float32) + 0.5) / step - 0.5
         x = (np.arange(left, right, dtype=np.float32) + 0.5) / step - 0.5
         paper_coarse = ndimage.map_coordinates(paper_coarse, np.meshgrid(y, x, indexing="ij"), order=1, mode="nearest")
     ink = sign * (paper_coarse - gray[top:bottom, left:right]) - offset
-    return np.where(mask & (ink > low), ink, 0).astype(np.float32)
+    ink = np.where(mask & (ink > low), ink, 0).astype(np.float32)
+    return printed.remove(ink, horizontal, vertical, lines[2] * step)
 
 
 def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
@@ -177,8 +193,12 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     than MNIST's (pencil, a dim photo) is stretched to full contrast.
     """
     gray = np.asarray(gray, dtype=np.float32)
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    # Polarity: a light border means dark ink on light paper, as people draw; MNIST is the reverse.
+    # The paper around the digit: a frame a tenth of the image wide (a printed line along an edge
+    # is a small part of it). Polarity: light paper means dark ink, as people draw; MNIST is the reverse.
+    edge = max(1, min(gray.shape) // 10)
+    border = np.concatenate(
+        [gray[:edge].ravel(), gray[-edge:].ravel(), gray[:, :edge].ravel(), gray[:, -edge:].ravel()]
+    )
     dark_ink = float(np.median(border)) >= 128
     sign = np.float32(1 if dark_ink else -1)  # ink = sign * (paper - gray)
     step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
@@ -195,6 +215,8 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     low = max(noise_floor, NOISE_SIGMAS * spread)
     ink = sign * (paper_coarse - coarse) - offset
     smooth = ndimage.gaussian_filter(ink, sigma=1) if spread > 0 else ink
+    lines = printed.bands(smooth > low)  # ruled lines, grids, a form's box: not the digit
+    smooth = printed.remove(smooth, *lines, low)
     peak = float(smooth.max())
     if peak <= low:
         raise NotReadable("no ink found: the image is blank (one uniform colour or only noise)")
@@ -205,7 +227,7 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
         )
     # The strokes' soft edges: two pixels on an image at full scale, one block where blocks hold two or more.
     near = ndimage.binary_dilation(parts, iterations=max(1, 2 // step))
-    ink = digit_ink(gray, near, step, paper_coarse, sign, offset, low)
+    ink = digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines)
     if float(ink.max()) < FULL:  # the smoothed peak: a grainy pixel does not set the contrast
         ink *= np.float32(255 / peak)
     ink = np.clip(ink, 0, 255)

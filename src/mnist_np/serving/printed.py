@@ -1,0 +1,143 @@
+"""What the paper has printed on it, told apart from what was written: ruled lines (a margin line
+included), squared grids and the box of a form field, as bands to ignore; and how to take them out
+of the ink where a digit's strokes cross them.
+
+A printed line is found the way document-analysis tools find table rules: a morphological opening
+of the ink with a line-shaped element (scipy.ndimage) keeps only long straight runs, and each run
+that is left is a line if it is thin for its length (LINE_RATIO) and either crosses most of the
+image (a ruling, a grid line: LINE_SPAN) or meets perpendicular lines at both of its ends (a box's
+side: FRAME_SPAN). A handwritten stroke is neither: a 1 as long as the image is tall is a tight crop
+of a 1, and thick for the image it fills. A line's band follows it (a least-squares fit of its
+centre, so a page photographed slightly askew is handled) and is as thick as the line is.
+
+Where a stroke crosses a band, the stroke's ink on both sides of the band is joined across it
+(a binary closing across the band only): the digit keeps its strokes, the line goes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+ELEMENT = 8  # the opening's element is 1/ELEMENT of the image's side: longer than any curve's straight run
+LINE_RATIO = 8  # a line is at least this many times longer than it is thick
+LINE_SPAN = 0.9  # a ruling or grid line crosses at least this share of the image
+FRAME_SPAN = 0.3  # a box's side is at least this share of the image, and meets lines at both ends
+MAX_THICKNESS = 0.1  # and is at most this share of the image across it (a tight crop of a 1 is not a line)
+MARGIN = 2  # the band reaches this many pixels beyond the line's own ink (its soft edges)
+DARKER = 1.3  # ink in a band this much stronger than the band's print is a stroke crossing it
+
+
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vertical run of True in `mask`: its column, centre row and length."""
+    edges = np.diff(np.pad(mask, ((1, 1), (0, 0))).astype(np.int8), axis=0)
+    start_col, start_row = np.nonzero(edges.T == 1)  # column-major: runs pair up in order
+    _, stop_row = np.nonzero(edges.T == -1)
+    return start_col, (start_row + stop_row - 1) / 2, stop_row - start_row
+
+
+def candidates(ink: np.ndarray, axis: int) -> list[dict]:
+    """The long, thin, straight lines in `ink` (a boolean mask) along `axis` (1: horizontal, 0:
+    vertical), each with its extent, thickness and fitted centre. Lines are taken one at a time
+    from the opening's thin runs across them, the most common centre first, so that parallel lines
+    joined by a stroke, and a line a stroke runs along, are still told apart."""
+    if axis == 0:  # look at every line as a horizontal one: rows across, columns along
+        return candidates(ink.T, 1)
+    across, along = ink.shape
+    opened = ndimage.binary_opening(ink, structure=np.ones((1, max(3, along // ELEMENT)), bool))
+    col, centre, length = runs(opened)
+    if not len(col):
+        return []
+    thin = length <= 2 * np.median(length)  # a stroke crossing or along a line makes its run long
+    col, centre, length = col[thin], centre[thin], length[thin]
+    found = []
+    while len(col) >= FRAME_SPAN * along:
+        mode = np.bincount(np.rint(centre).astype(int)).argmax()
+        near = np.abs(centre - mode) <= 2 + np.median(length)
+        if near.sum() < FRAME_SPAN * along:
+            break
+        slope, intercept = np.polyfit(col[near], centre[near], 1)
+        on = near | (np.abs(centre - (intercept + slope * col)) <= 1 + np.median(length[near]) / 2)
+        thickness = float(np.median(length[on]))
+        extent = int(col[on].max() - col[on].min() + 1)
+        if extent >= FRAME_SPAN * along and extent >= LINE_RATIO * thickness and thickness <= MAX_THICKNESS * across:
+            found.append(
+                {
+                    "extent": extent,
+                    "thickness": thickness,
+                    "from": int(col[on].min()),
+                    "to": int(col[on].max()) + 1,
+                    "centre": lambda x, s=slope, i=intercept: i + s * x,
+                }
+            )
+        col, centre, length = col[~on], centre[~on], length[~on]
+    return found
+
+
+def band_mask(shape: tuple[int, int], line: dict, axis: int) -> np.ndarray:
+    """The pixels within the line's half thickness (plus MARGIN) of its fitted centre, along its extent."""
+    mask = np.zeros(shape, bool)
+    x = np.arange(line["from"], line["to"])
+    half = line["thickness"] / 2 + MARGIN
+    centre = line["centre"](x)
+    across = np.arange(shape[1 - axis])[:, None]
+    inside = np.abs(across - centre[None, :]) <= half
+    if axis == 1:
+        mask[:, line["from"] : line["to"]] = inside
+    else:
+        mask[line["from"] : line["to"], :] = inside.T
+    return mask
+
+
+def meets(line: dict, others: list[dict]) -> bool:
+    """Whether each end of `line` is a corner: an end of one of the perpendicular `others` lies
+    there (a box's sides; a ruling crossing a stroke's end is not a corner)."""
+    reach = line["thickness"] + 2 * MARGIN
+
+    def corner(end: int) -> bool:
+        position = line["centre"](np.array([end]))[0]  # across this line: along the other
+        return any(
+            min(abs(other["from"] - position), abs(other["to"] - 1 - position)) <= reach + other["thickness"]
+            and abs(other["centre"](np.array([position]))[0] - end) <= reach + other["thickness"]
+            for other in others
+        )
+
+    return corner(line["from"]) and corner(line["to"] - 1)
+
+
+def bands(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Masks of the horizontal and the vertical printed lines in `ink` (a boolean mask of the page's
+    ink): rulings and grid lines crossing most of the image, and box sides meeting at corners; and
+    the half width of the widest band, in pixels (how far a crossing stroke is joined across)."""
+    found = {axis: candidates(ink, axis) for axis in (1, 0)}
+    masks, widest = [], 0.0
+    for axis in (1, 0):
+        mask = np.zeros(ink.shape, bool)
+        for line in found[axis]:
+            if line["extent"] >= LINE_SPAN * ink.shape[axis] or meets(line, found[1 - axis]):
+                mask |= band_mask(ink.shape, line, axis)
+                widest = max(widest, line["thickness"])
+        masks.append(mask)
+    return masks[0], masks[1], int(np.ceil(widest / 2 + MARGIN)) + 1
+
+
+def remove(ink: np.ndarray, horizontal: np.ndarray, vertical: np.ndarray, reach: int, low: float = 0) -> np.ndarray:
+    """`ink` (levels; what is not above `low` is paper) without the bands' printed ink. A stroke
+    crossing a band stays: where it is darker than the print (DARKER times the band's typical
+    level: a pen on light rulings), and where the stroke's ink on both sides of the band, within
+    `reach` pixels across, can be joined through it (a pen on black lines)."""
+    if not (horizontal.any() or vertical.any()):
+        return ink
+    marked = ink > low
+    kept = marked & ~horizontal & ~vertical
+    darker = []  # per band: darker than its print (which is most of a band's ink: strokes cross it here and there)
+    for band in (horizontal, vertical):
+        printed = band & marked
+        darker.append(printed & (ink > DARKER * float(np.median(ink[printed]))) if printed.any() else printed)
+    # Where lines cross, ink darker than only one of them is the other line.
+    kept |= (darker[0] & ~vertical) | (darker[1] & ~horizontal) | (darker[0] & darker[1])
+    length = 2 * reach + 1
+    across_h = ndimage.binary_closing(kept, structure=np.ones((length, 1), bool), border_value=0)
+    across_v = ndimage.binary_closing(kept, structure=np.ones((1, length), bool), border_value=0)
+    kept |= (horizontal & across_h) | (vertical & across_v)
+    return np.where(kept, ink, 0).astype(ink.dtype)
