@@ -69,8 +69,10 @@ def processed(tmp_path_factory, worker_id, mnist_mirror) -> dict[bool, Path]:
     return {standardize: root / str(standardize) for standardize in (False, True)}
 
 
-def run_stages(tmp: Path, processed: Path, overrides: tuple[str, ...], machine: dict[str, str]) -> dict[str, str]:
-    """Train and evaluate in processes of their own on `machine`; the SHA-256 of every output."""
+def run_stages(
+    tmp: Path, processed: Path, overrides: tuple[str, ...], machine: dict[str, str], evaluate: bool = True
+) -> dict[str, str]:
+    """Train (and `evaluate`) in processes of their own on `machine`; the SHA-256 of every output."""
     params, out = tmp / "params.yaml", tmp / "out"
     params.write_text(yaml.safe_dump(composed(*overrides)))
     env = {k: v for k, v in clean_env().items() if k != "MNIST_NP_CORES"}  # the user's shell, then the machine
@@ -87,10 +89,11 @@ def run_stages(tmp: Path, processed: Path, overrides: tuple[str, ...], machine: 
     else:
         status, err = train.wait(timeout=600)
     assert status == 0, err
-    done = subprocess.run(
-        [sys.executable, str(REPO / "pipelines" / "evaluate.py"), *args], cwd=REPO, env=env, capture_output=True
-    )
-    assert done.returncode == 0, done.stderr.decode()
+    if evaluate:
+        done = subprocess.run(
+            [sys.executable, str(REPO / "pipelines" / "evaluate.py"), *args], cwd=REPO, env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr.decode()
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())}
 
 
@@ -117,6 +120,7 @@ def test_native_numerics_differ_between_kernels_so_the_check_can_fail(processed,
     runs = []
     for i, kernel in enumerate(("Haswell", "Sandybridge")):
         (tmp_path / str(i)).mkdir()
-        runs.append(run_stages(tmp_path / str(i), processed[True], overrides, {"OPENBLAS_CORETYPE": kernel}))
+        machine = {"OPENBLAS_CORETYPE": kernel}
+        runs.append(run_stages(tmp_path / str(i), processed[True], overrides, machine, evaluate=False))
     assert runs[0]["model.npz"] != runs[1]["model.npz"]
     assert runs[0]["training.csv"] != runs[1]["training.csv"]
