@@ -3,15 +3,17 @@ included), squared grids and the box of a form field, as bands to ignore; and ho
 of the ink where a digit's strokes cross them.
 
 A printed line is found the way document-analysis tools find table rules: a morphological opening
-of the ink with a line-shaped element (scipy.ndimage) keeps only long straight runs, and each run
-that is left is a line if it is thin for its length (LINE_RATIO) and either crosses most of the
-image (a ruling, a grid line: LINE_SPAN) or meets perpendicular lines at both of its ends (a box's
-side: FRAME_SPAN). A handwritten stroke is neither: a 1 as long as the image is tall is a tight crop
-of a 1, and thick for the image it fills. A line's band follows it (a least-squares fit of its
-centre, so a page photographed slightly askew is handled) and is as thick as the line is.
+of the ink with a line-shaped element (scipy.ndimage) keeps only long straight runs. Lines are
+taken from the thin runs across them one at a time, the most common centre first, with a
+least-squares fit (so parallel lines a stroke joins stay apart, and a page photographed slightly
+askew is handled). A fitted line is printed if it is thin for its length (LINE_RATIO), unbroken
+(COVERED) and either crosses most of the image (a ruling, a grid line: LINE_SPAN) or is a box's side
+(FRAME_SPAN, with corners at both ends). A handwritten stroke is neither: a 1 as long as the image
+is tall is a tight crop of a 1, and thick for the image it fills.
 
-Where a stroke crosses a band, the stroke's ink on both sides of the band is joined across it
-(a binary closing across the band only): the digit keeps its strokes, the line goes.
+Where a stroke crosses a band, it stays: where its ink is darker than the band's print (DARKER: a
+pen on coloured rulings), and where its ink on both sides of the band can be joined across it (a
+binary closing across the band only: a pen on black lines). The digit keeps its strokes, the line goes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ LINE_RATIO = 8  # a line is at least this many times longer than it is thick
 LINE_SPAN = 0.9  # a ruling or grid line crosses at least this share of the image
 FRAME_SPAN = 0.3  # a box's side is at least this share of the image, and meets lines at both ends
 MAX_THICKNESS = 0.1  # and is at most this share of the image across it (a tight crop of a 1 is not a line)
+COVERED = 0.8  # and is unbroken over this share of its length (strokes crossing it are the rest)
 MARGIN = 2  # the band reaches this many pixels beyond the line's own ink (its soft edges)
 DARKER = 1.3  # ink in a band this much stronger than the band's print is a stroke crossing it
 
@@ -60,7 +63,13 @@ def candidates(ink: np.ndarray, axis: int) -> list[dict]:
         on = near | (np.abs(centre - (intercept + slope * col)) <= 1 + np.median(length[near]) / 2)
         thickness = float(np.median(length[on]))
         extent = int(col[on].max() - col[on].min() + 1)
-        if extent >= FRAME_SPAN * along and extent >= LINE_RATIO * thickness and thickness <= MAX_THICKNESS * across:
+        # Unbroken (ink on its centre line, strokes crossing it included): not strokes that happen to line up.
+        x = np.arange(int(col[on].min()), int(col[on].max()) + 1)
+        y = np.rint(intercept + slope * x).astype(int)
+        on_line = np.any([opened[np.clip(y + d, 0, across - 1), x] for d in (-1, 0, 1)], axis=0)
+        covered = on_line.mean() >= COVERED
+        long_and_thin = extent >= max(FRAME_SPAN * along, LINE_RATIO * thickness)
+        if covered and long_and_thin and thickness <= MAX_THICKNESS * across:
             found.append(
                 {
                     "extent": extent,
