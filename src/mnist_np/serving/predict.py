@@ -4,8 +4,9 @@
     mnist-predict --json --model runs:/<run id>/model photo.jpg
     mnist-predict --model models:/mnist-mlp@champion photo.jpg
 
-Each image goes through the MNIST procedure (preprocess.py) and then the normalize stage's own
-pixel transform, read from the statistics saved with the data (or with the MLflow model).
+Each image goes through the MNIST procedure (preprocess.py; several digits side by side are read
+as a number, numbers.py) and then the normalize stage's own pixel transform, read from the
+statistics saved with the data (or with the MLflow model).
 An image with no digit-like ink (blank, specks, a blot, a smudge) or one the network is less sure
 of than the model's threshold (reading.py; --reject-below) is "not readable", with the reason.
 A file that cannot be read gets an error line; the others are still predicted, and the exit
@@ -29,7 +30,7 @@ from ..data import splits
 from ..errors import DataError, UserError
 from ..files import atomic_path
 from ..model import reference, weights
-from . import preprocess, reading
+from . import overlay, preprocess, reading
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # raw 0-255 images (n, 784) -> probabilities (n, 10)
 
@@ -78,17 +79,58 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, 
     )
 
 
-def save_seen(digit: np.ndarray, path: Path, out_dir: Path, taken: set[str]) -> Path:
-    """The 28x28 image the network saw for `path`, as a PNG named after it in `out_dir`."""
-    name = f"{path.stem}.png"
+def save_seen(fields: list[np.ndarray], found: preprocess.Found, result: dict, out_dir: Path, taken: set[str]) -> None:
+    """Into `out_dir`, named after the file: the 28x28 image(s) the network saw (`<name>.png`, a
+    number's digits side by side, when it saw any) and the page with what was found on it
+    (`<name>.found.png`, overlay.py); their paths go into `result`."""
+    stem = Path(result["file"]).stem
+    name = stem
     for n in range(2, len(taken) + 3):
         if name not in taken:
             break
-        name = f"{path.stem}-{n}.png"
+        name = f"{stem}-{n}"
     taken.add(name)
-    with atomic_path(out_dir / name) as tmp:
-        Image.fromarray(np.clip(np.rint(digit), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
-    return out_dir / name
+    if fields:
+        with atomic_path(out_dir / f"{name}.png") as tmp:
+            Image.fromarray(np.clip(np.rint(np.hstack(fields)), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
+        result["preprocessed"] = str(out_dir / f"{name}.png")
+    if found.page is not None:
+        digits = result.get("digits") or ([result] if "probabilities" in result else [])
+        labels = [f"{d.get('digit', '?')}  p {max(d['probabilities']):.2f}" for d in digits]
+        boxes = found.boxes
+        reason = None if result.get("readable") else f"not readable: {result['reason']}"
+        with atomic_path(out_dir / f"{name}.found.png") as tmp:
+            overlay.draw(found, boxes, labels, reason).save(tmp, format="PNG")
+        result["found"] = str(out_dir / f"{name}.found.png")
+
+
+def file_box(found: preprocess.Found, box: tuple[int, int, int, int]) -> list[int]:
+    """A box (top, left, bottom, right) on the page as read -> [left, top, right, bottom] in the
+    file's own pixels (a large file is read smaller)."""
+    top, left, bottom, right = box
+    return [round(v * found.per_pixel) for v in (left, top, right, bottom)]
+
+
+def answer(result: dict, probabilities: np.ndarray, found: preprocess.Found, reject_below: float | None) -> None:
+    """The network's answer into `result`, from the probabilities (n, 10) of the page's digits: one
+    digit as "digit", "probabilities" and "box", a number as "number" and "digits" (each with its
+    own); not readable where a digit's top probability is below `reject_below`."""
+    boxes = [file_box(found, b) for b in found.boxes] or [None] * len(probabilities)
+    digits = [
+        {"digit": int(np.argmax(p)), "probabilities": [round(float(v), 6) for v in p], **({"box": b} if b else {})}
+        for p, b in zip(probabilities, boxes)
+    ]
+    if len(digits) == 1:
+        result.update(digits[0])
+    else:
+        result.update(number="".join(str(d["digit"]) for d in digits), digits=digits)
+    tops = probabilities.max(axis=1)
+    if reject_below is not None and float(tops.min()) < reject_below:
+        result.pop("digit", None)
+        result.pop("number", None)
+        which = "" if len(digits) == 1 else f" of digit {int(np.argmin(tops)) + 1} of {len(digits)}"
+        reason = f"the network is not sure{which}: its best guess has p {tops.min():.2f}, below {reject_below:.2f}"
+        result.update(readable=False, reason=reason)
 
 
 def predict_files(
@@ -98,50 +140,62 @@ def predict_files(
     preprocessing: str = "digits",
     reject_below: float | None = None,
 ) -> list[dict]:
-    """One result per file: {"file", "readable": True, "digit", "probabilities"}; {"file",
-    "readable": False, "reason"} (with the probabilities where the network was asked: its top one is
-    below `reject_below`); or {"file", "error"}. With `save_dir`, also "preprocessed": the 28x28
-    image the network saw, written there."""
-    results, images, ok, taken = [], [], [], set()
+    """One result per file: {"file", "readable": True, "digit", "probabilities", "box"} for a digit;
+    {"file", "readable": True, "number", "digits": [{"digit", "probabilities", "box"}, ...]} for
+    several side by side; {"file", "readable": False, "reason"} (with the probabilities where the
+    network was asked: a top one is below `reject_below`); or {"file", "error"}. A "box" is the
+    digit's ink, [left, top, right, bottom] in the file's pixels. With `save_dir`, also
+    "preprocessed" (the 28x28 image(s) the network saw) and "found" (the page with what was found
+    drawn on it), written there; each file is then answered before the next is read, so no page is
+    kept."""
+    results, pending, taken = [], [], set()
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
+
+    def settle() -> None:  # one batch through the network for every pending file's digits
+        if pending:
+            probabilities = predictor(np.stack([f.reshape(-1) for _, fields, _ in pending for f in fields]))
+            at = 0
+            for index, fields, found in pending:
+                answer(results[index], probabilities[at : at + len(fields)], found, reject_below)
+                at += len(fields)
+            pending.clear()
+
     for path in files:
+        found, fields = preprocess.Found(), []
         try:
-            digit = preprocess.load_image(path, preprocessing)
-            images.append(digit.reshape(-1))
-            ok.append(len(results))
+            fields = preprocess.load_page(path, preprocessing, found)
             results.append({"file": str(path), "readable": True})
-            if save_dir is not None:
-                results[-1]["preprocessed"] = str(save_seen(digit, path, save_dir, taken))
+            kept = found if save_dir is not None else preprocess.Found(per_pixel=found.per_pixel, boxes=found.boxes)
+            pending.append((len(results) - 1, fields, kept))  # a batch keeps no page
         except preprocess.NotReadable as exc:
             results.append({"file": str(path), "readable": False, "reason": str(exc).removeprefix(f"{path}: ")})
         except DataError as exc:
             results.append({"file": str(path), "error": str(exc)})
-    if images:
-        probabilities = predictor(np.stack(images))
-        for index, p in zip(ok, probabilities):
-            results[index].update(digit=int(np.argmax(p)), probabilities=[round(float(v), 6) for v in p])
-            if reject_below is not None and float(np.max(p)) < reject_below:
-                del results[index]["digit"]
-                results[index].update(
-                    readable=False,
-                    reason=f"the network is not sure: its best guess has p {np.max(p):.2f}, below {reject_below:.2f}",
-                )
+            continue
+        if save_dir is not None:
+            settle()
+            save_seen(fields, found, results[-1], save_dir, taken)
+    settle()
     return results
 
 
 def format_table(results: list[dict]) -> str:
-    """One row per file: the digit (or "error", or "-" when not readable) and the probabilities;
-    a last column says why an image is not readable, where one is not."""
+    """One row per file: the digit or number (or "error", or "-" when not readable) and a digit's
+    probabilities; a last column says why an image is not readable, or how sure the network is of
+    each digit of a number."""
     rows = []
     for r in results:
         probabilities = r.get("probabilities") or [None] * 10
+        note = f"not readable: {r['reason']}" if r.get("readable") is False else ""
+        if "digits" in r and not note:
+            note = "digits: " + ", ".join(f"{d['digit']} (p {max(d['probabilities']):.2f})" for d in r["digits"])
         rows.append(
             {
                 "file": r["file"],
-                "digit": "error" if "error" in r else r.get("digit", "-"),
+                "digit": "error" if "error" in r else r.get("digit", r.get("number", "-")),
                 **{f"p{d}": "" if p is None else f"{p:.3f}" for d, p in enumerate(probabilities)},
-                "note": f"not readable: {r['reason']}" if r.get("readable") is False else "",
+                "note": note,
             }
         )
     table = pd.DataFrame(rows)
@@ -168,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             "--save-preprocessed",
             type=Path,
             metavar="DIR",
-            help="write the 28x28 image the network saw for each file into DIR, named after it (default: off)",
+            help="write into DIR, named after each file, the 28x28 image the network saw (NAME.png) and the "
+            "page with the printed lines, digit boxes and reading drawn on it (NAME.found.png) (default: off)",
         )
         parser.add_argument(
             "--reject-below",

@@ -3,7 +3,8 @@
 First the digit is found on its page, as a camera or scanner delivers it: the paper (uneven light
 included) is modelled and subtracted, ink is what stands out from the paper's grain, printed lines
 (rulings, grids, a form's box) are taken out where no stroke crosses them (printed.py), and the
-digit is the largest connected part of the ink with the parts near it (to_mnist). Then it follows the
+digit is the largest connected part of the ink with the parts near it (to_mnist), or, where digits
+stand side by side, each of them (numbers.py, read_page). Then it follows the
 procedure MNIST itself was made with: light ink on a dark background; cropped to the ink's bounding
 box; scaled to fit a 20x20 box keeping the aspect ratio (anti-aliased); placed in a 28x28 field
 with its centre of mass at the centre. The result is in MNIST's raw 0-255 units, ready for the
@@ -12,6 +13,7 @@ normalize stage's own transform (data.transform).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from pathlib import Path
@@ -21,9 +23,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from ..errors import DataError
-from . import printed
+from . import numbers, printed
 
 FIELD, BOX = 28, 20
+
+
+@dataclasses.dataclass
+class Found:
+    """What the preprocessing found on a page, for drawing it (overlay.py): the page as read, its
+    scale against the file, the printed lines taken out (masks on blocks of `step` pixels)
+    and each digit's ink box (top, left, bottom, right) in the page's pixels."""
+
+    page: np.ndarray | None = None
+    per_pixel: float = 1.0  # the file's pixels per page pixel (a large file is read smaller)
+    lines: tuple[np.ndarray, np.ndarray] | None = None
+    step: int = 1
+    boxes: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)  # per digit, left to right
 
 
 class NotReadable(DataError):
@@ -38,10 +53,19 @@ MAX_PIXELS = 50_000_000  # about 8000 x 6000; a larger file is refused before it
 WORKING_SIDE = 2048  # larger images are shrunk to this while decoding: a digit keeps ample detail
 
 
-def load_gray(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+def load_gray(path: str | os.PathLike, found: Found | None = None) -> tuple[np.ndarray, str]:
     """Any image Pillow reads (PNG, JPEG, BMP, ...) as a 2-D float32 array of 0-255 gray levels,
     with the file's format name. Images over MAX_PIXELS are refused before they are decoded, and
-    large ones are shrunk to WORKING_SIDE while decoding, so no file can take much memory."""
+    large ones are shrunk to WORKING_SIDE while decoding, so no file can take much memory. How
+    many of the file's pixels each of the array's is goes into `found`."""
+    levels, fmt, side = decode(path)
+    if found is not None:
+        found.per_pixel = side / max(levels.shape)
+    return levels, fmt
+
+
+def decode(path: str | os.PathLike) -> tuple[np.ndarray, str, int]:
+    """load_gray's array and format, and the file's longer side."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with a reason
@@ -53,7 +77,7 @@ def load_gray(path: str | os.PathLike) -> tuple[np.ndarray, str]:
                     f"{path}: {width} x {height} pixels is more than {MAX_PIXELS // 10**6} megapixels; "
                     "crop or scale the image down to the digit"
                 )
-            fmt = image.format or ""
+            fmt, side = image.format or "", max(width, height)
             image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG decodes at a reduced scale directly
             image = ImageOps.exif_transpose(image)  # a phone's portrait photo stands up
             if image.mode.startswith(("I", "F")):
@@ -61,7 +85,7 @@ def load_gray(path: str | os.PathLike) -> tuple[np.ndarray, str]:
                 image = image.convert("F")
                 image.thumbnail((WORKING_SIDE, WORKING_SIDE))
                 levels = np.asarray(image, dtype=np.float32)
-                return levels * np.float32(255 / 65535) if levels.max() > 255 else levels, fmt
+                return levels * np.float32(255 / 65535) if levels.max() > 255 else levels, fmt, side
             image.thumbnail((WORKING_SIDE, WORKING_SIDE))
             if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
                 # Transparent pixels count as white paper, the usual meaning of a transparent background.
@@ -70,7 +94,7 @@ def load_gray(path: str | os.PathLike) -> tuple[np.ndarray, str]:
                 image = Image.alpha_composite(background, image)
             elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV", "P", "1"):
                 image = image.convert("RGB")  # through RGB, so every colour model reads as seen
-            return np.asarray(image.convert("L"), dtype=np.float32), fmt
+            return np.asarray(image.convert("L"), dtype=np.float32), fmt, side
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
 
@@ -121,31 +145,30 @@ def uneven_light(gray: np.ndarray) -> bool:
     return float(np.ptp(smooth)) > max(UNEVEN, NOISE_SIGMAS * grain)
 
 
-def digit_parts(strong: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, int]:
-    """The digit among the `strong` ink: its largest connected part (by ink mass) and the parts near
-    it (a 5's bar, a broken stroke); specks and marks elsewhere are dropped, and so are the dots of
-    dotted paper near it (DOTS or more parts each under DOT_SHARE of the largest one's mass). Also
-    the largest part's longer side (a stroke is long; a cluster of specks is short pieces)."""
+def ink_parts(strong: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, list, np.ndarray, list[int]]:
+    """The connected parts of the `strong` ink: labels, boxes, ink masses, and the parts that are
+    not the dots of dotted paper (DOTS or more parts each under DOT_SHARE of the largest one's mass)."""
     labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
     mass = ndimage.sum_labels(ink, labels, index=np.arange(1, n + 1))
-    boxes = ndimage.find_objects(labels)
-    main = boxes[int(np.argmax(mass))]
-    side = max(main[0].stop - main[0].start, main[1].stop - main[1].start)
-    if n <= 1:
-        return labels > 0, side
-    reach = REACH * side
     dots = mass < DOT_SHARE * mass.max()
     dots &= dots.sum() >= DOTS
+    return labels, ndimage.find_objects(labels), mass, [i for i in range(n) if not dots[i]]
+
+
+def digit_parts(labels: np.ndarray, boxes: list, main: int, keep: list[int]) -> np.ndarray:
+    """One digit among the ink's parts: the largest part (`main`) and the parts near it (a 5's bar,
+    a broken stroke); specks and marks elsewhere are dropped."""
+    rows, cols = boxes[main]
+    reach = REACH * max(rows.stop - rows.start, cols.stop - cols.start)
     near = [
         i + 1
-        for i, (rows, cols) in enumerate(boxes)
-        if not dots[i]
-        and rows.start < main[0].stop + reach
-        and rows.stop > main[0].start - reach
-        and cols.start < main[1].stop + reach
-        and cols.stop > main[1].start - reach
+        for i in keep
+        if boxes[i][0].start < rows.stop + reach
+        and boxes[i][0].stop > rows.start - reach
+        and boxes[i][1].start < cols.stop + reach
+        and boxes[i][1].stop > cols.start - reach
     ]
-    return np.isin(labels, near), side
+    return np.isin(labels, near)
 
 
 def blocks(image: np.ndarray, step: int) -> np.ndarray:
@@ -161,11 +184,11 @@ def upsampled(mask: np.ndarray, rows: slice, cols: slice, step: int, shape: tupl
     return np.pad(full, [(0, shape[0] - full.shape[0]), (0, shape[1] - full.shape[1])], mode="edge")
 
 
-def digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines) -> np.ndarray:
+def digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines) -> tuple[np.ndarray, int, int]:
     """The ink at full resolution within the bounding box of `near` (a mask on the step x step
-    blocks): each pixel's level above the paper (the coarse model, interpolated), zero away from
-    `near` and where the paper's grain (`low`) could explain it, and printed `lines` (bands on the
-    blocks, printed.bands) taken out where no stroke crosses them."""
+    blocks), and that box's top left: each pixel's level above the paper (the coarse model,
+    interpolated), zero away from `near` and where the paper's grain (`low`) could explain it, and
+    printed `lines` (bands on the blocks, printed.bands) taken out where no stroke crosses them."""
     rows, cols = np.nonzero(near.any(axis=1))[0], np.nonzero(near.any(axis=0))[0]
     top, left = rows[0] * step, cols[0] * step
     bottom = gray.shape[0] if rows[-1] == near.shape[0] - 1 else (rows[-1] + 1) * step
@@ -179,20 +202,32 @@ def digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines) -> np.nd
         paper_coarse = ndimage.map_coordinates(paper_coarse, np.meshgrid(y, x, indexing="ij"), order=1, mode="nearest")
     ink = sign * (paper_coarse - gray[top:bottom, left:right]) - offset
     ink = np.where(mask & (ink > low), ink, 0).astype(np.float32)
-    return printed.remove(ink, horizontal, vertical, lines[2] * step)
+    return printed.remove(ink, horizontal, vertical, lines[2] * step), top, left
 
 
-def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
-    """A 2-D gray image of one digit -> (28, 28) float32 in 0-255, light ink on black, MNIST layout.
+def to_mnist(gray: np.ndarray, noise_floor: float = 0.0, found: Found | None = None) -> np.ndarray:
+    """A 2-D gray image of one digit -> (28, 28) float32 in 0-255, light ink on black, MNIST layout
+    (read_page, the page read as one digit)."""
+    return read_page(gray, noise_floor, found, several=False)[0]
+
+
+def read_page(
+    gray: np.ndarray, noise_floor: float = 0.0, found: Found | None = None, several: bool = True
+) -> list[np.ndarray]:
+    """A 2-D gray image of a digit, or of a number (`several`: numbers.py) -> its digits left to
+    right, each (28, 28) float32 in 0-255, light ink on black, MNIST layout.
 
     The digit is found at a coarse scale, about SCALE_PX pixels on the longer side (block means:
     smoothing against grain that costs one pass over a large photo): the paper is modelled (uneven
     light included) and subtracted, and the digit's parts are where the ink is strong. Its pixels
     are then read at full resolution, near those parts only: those that stand out from the paper
     by more than its grain (NOISE_SIGMAS robust standard deviations, and `noise_floor`). Ink weaker
-    than MNIST's (pencil, a dim photo) is stretched to full contrast.
+    than MNIST's (pencil, a dim photo) is stretched to full contrast. What was found goes into
+    `found` as it is found (an image not readable has its lines there).
     """
     gray = np.asarray(gray, dtype=np.float32)
+    found = Found() if found is None else found
+    found.page = gray
     # The paper around the digit: a frame a tenth of the image wide (a printed line along an edge
     # is a small part of it). Polarity: light paper means dark ink, as people draw; MNIST is the reverse.
     edge = max(1, min(gray.shape) // 10)
@@ -217,21 +252,46 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     smooth = ndimage.gaussian_filter(ink, sigma=1) if spread > 0 else ink
     lines = printed.bands(smooth > low)  # ruled lines, grids, a form's box: not the digit
     smooth = printed.remove(smooth, *lines, low)
+    found.lines, found.step = lines[:2], step
     peak = float(smooth.max())
     if peak <= low:
         raise NotReadable("no ink found: the image is blank (one uniform colour or only noise)")
-    parts, longest = digit_parts(smooth > max(low, STRONG * peak), smooth)
+    labels, boxes, mass, keep = ink_parts(smooth > max(low, STRONG * peak), smooth)
+    main = int(np.argmax(mass))
+    longest = max(boxes[main][0].stop - boxes[main][0].start, boxes[main][1].stop - boxes[main][1].start)
     if longest * step < MIN_SIDE:
         raise NotReadable(
             f"the ink is specks (the largest {longest * step} pixels long), too small for a digit's strokes"
         )
+    chain = numbers.digits_of_number(boxes, keep, main) if several else None
+    masks = (
+        [digit_parts(labels, boxes, main, keep)]
+        if chain is None
+        else [np.isin(labels, [i + 1 for i in group["parts"]]) for group in chain]
+    )
+    read, refused = [], None
+    for mask in masks:  # a column of a number that is not strokes (a stray mark, a line's stub) is no digit of it
+        try:
+            read.append(digit_field(mask, gray, step, paper_coarse, sign, offset, low, lines, peak))
+        except NotReadable as exc:
+            refused = exc
+    if not read:
+        raise refused
+    found.boxes = [box for _, box in read]
+    return [field for field, _ in read]
+
+
+def digit_field(parts, gray, step, paper_coarse, sign, offset, low, lines, peak) -> tuple[np.ndarray, tuple]:
+    """One digit's 28x28 field from its `parts` (a mask on the step x step blocks), and its ink's
+    box (top, left, bottom, right) in the page's pixels."""
     # The strokes' soft edges: two pixels on an image at full scale, one block where blocks hold two or more.
     near = ndimage.binary_dilation(parts, iterations=max(1, 2 // step))
-    ink = digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines)
+    ink, top, left = digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines)
     if float(ink.max()) < FULL:  # the smoothed peak: a grainy pixel does not set the contrast
         ink *= np.float32(255 / peak)
     ink = np.clip(ink, 0, 255)
     rows, cols = np.nonzero(ink)
+    box = (top + int(rows.min()), left + int(cols.min()), top + int(rows.max()) + 1, left + int(cols.max()) + 1)
     ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
     h, w = ink.shape
@@ -253,7 +313,7 @@ def to_mnist(gray: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
     field[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
     judge_strokes(field)
-    return field
+    return field, box
 
 
 def judge_strokes(field: np.ndarray) -> None:
@@ -269,23 +329,33 @@ def judge_strokes(field: np.ndarray) -> None:
         raise NotReadable(f"the ink is a solid speck, blot or smudge ({solid:.0%} of its box), not strokes")
 
 
-def load_digit(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file and return it MNIST-style (28, 28) in 0-255 units."""
-    gray, fmt = load_gray(path)
+def load_page(
+    path: str | os.PathLike, preprocessing: str = "digits", found: Found | None = None, several: bool = True
+) -> list[np.ndarray]:
+    """Read one image file the way the model expects (its `preprocessing`, recorded with its data):
+    `digits` finds the digit, or the digits of a number (`several`), and centres each (read_page);
+    `none` only makes it gray and 28x28. A list of 28x28 fields, left to right; what was found goes
+    into `found`."""
+    found = Found() if found is None else found
+    gray, fmt = load_gray(path, found)
+    if preprocessing != "digits":
+        found.page = gray
+        resized = Image.fromarray(gray, mode="F").resize((FIELD, FIELD), Image.Resampling.LANCZOS)
+        return [np.clip(np.asarray(resized, dtype=np.float32), 0, 255)]
     try:
-        return to_mnist(gray, LOSSY_FLOOR if fmt in LOSSY_FORMATS else 0.0)
+        return read_page(gray, LOSSY_FLOOR if fmt in LOSSY_FORMATS else 0.0, found, several)
     except DataError as exc:  # NotReadable stays NotReadable: an answer, not a failure
         raise type(exc)(f"{path}: {exc}") from exc
 
 
-def load_image(path: str | os.PathLike, preprocessing: str = "digits") -> np.ndarray:
-    """Read one image file the way the model expects (its `preprocessing`, recorded with its data):
-    `digits` finds and centres the digit (load_digit); `none` only makes it gray and 28x28."""
-    if preprocessing == "digits":
-        return load_digit(path)
-    gray, _ = load_gray(path)
-    resized = Image.fromarray(gray, mode="F").resize((FIELD, FIELD), Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0, 255)
+def load_image(path: str | os.PathLike, preprocessing: str = "digits", found: Found | None = None) -> np.ndarray:
+    """Read one image file of one digit the way the model expects (load_page): (28, 28) in 0-255."""
+    return load_page(path, preprocessing, found, several=False)[0]
+
+
+def load_digit(path: str | os.PathLike, found: Found | None = None) -> np.ndarray:
+    """Read one image file of one digit and return it MNIST-style (28, 28) in 0-255 units."""
+    return load_image(path, "digits", found)
 
 
 def image_files(paths: list[str | os.PathLike]) -> list[Path]:
