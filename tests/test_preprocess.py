@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from mnist_np.data.idx import read_idx
 from mnist_np.errors import DataError
@@ -166,3 +167,15 @@ def test_a_stroke_crossing_a_printed_line_keeps_its_ink():
     ink[10:50, 20:26] = 60  # the same stroke as light as the line: joined through it from both sides
     out = printed.remove(ink, horizontal, vertical, reach)
     assert (out[10:50, 20:26] == 60).all() and not out[30:32, 30:38].any()
+
+
+def test_the_line_openings_and_closings_are_scipys():
+    """printed.opened and printed.closed compute from runs what scipy.ndimage's binary opening and
+    closing by a vertical line compute (closing: away from the image's edges, where scipy's erodes)."""
+    rng = np.random.default_rng(0)
+    for length in (3, 4, 9):
+        mask = rng.random((60, 40)) < 0.6
+        element = np.ones((length, 1), bool)
+        assert np.array_equal(printed.opened(mask, length), ndimage.binary_opening(mask, structure=element))
+        mask[:length], mask[-length:] = False, False
+        assert np.array_equal(printed.closed(mask, length), ndimage.binary_closing(mask, structure=element))

@@ -174,7 +174,8 @@ def digit_parts(labels: np.ndarray, boxes: list, main: int, keep: list[int]) -> 
 def blocks(image: np.ndarray, step: int) -> np.ndarray:
     """The means of `image`'s step x step blocks (a remainder under one block at the edges dropped)."""
     h, w = image.shape[0] // step, image.shape[1] // step
-    return image[: h * step, : w * step].reshape(h, step, w, step).mean(axis=(1, 3), dtype=np.float32)
+    rows = np.add.reduceat(image[: h * step, : w * step], np.arange(0, w * step, step), axis=1)
+    return np.add.reduceat(rows, np.arange(0, h * step, step), axis=0) * np.float32(1 / step**2)
 
 
 def upsampled(mask: np.ndarray, rows: slice, cols: slice, step: int, shape: tuple[int, int]) -> np.ndarray:
@@ -228,22 +229,22 @@ def read_page(
     gray = np.asarray(gray, dtype=np.float32)
     found = Found() if found is None else found
     found.page = gray
+    step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
+    coarse = blocks(gray, step) if step > 1 else gray
+    # One full-resolution pixel per block (its centre, where the block's paper level holds).
+    centres = gray[step // 2 :: step, step // 2 :: step][: coarse.shape[0], : coarse.shape[1]]
     # The paper around the digit: a frame a tenth of the image wide (a printed line along an edge
     # is a small part of it). Polarity: light paper means dark ink, as people draw; MNIST is the reverse.
-    edge = max(1, min(gray.shape) // 10)
+    edge = max(1, min(centres.shape) // 10)
     border = np.concatenate(
-        [gray[:edge].ravel(), gray[-edge:].ravel(), gray[:, :edge].ravel(), gray[:, -edge:].ravel()]
+        [side.ravel() for side in (centres[:edge], centres[-edge:], centres[:, :edge], centres[:, -edge:])]
     )
     dark_ink = float(np.median(border)) >= 128
     sign = np.float32(1 if dark_ink else -1)  # ink = sign * (paper - gray)
-    step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
-    coarse = blocks(gray, step) if step > 1 else gray
     modelled = min(gray.shape) >= PAPER_MODEL_MIN_SIDE and uneven_light(coarse)
     paper_coarse = paper(coarse, dark_ink) if modelled else np.float32(np.median(border))
-    # The grain, from one full-resolution pixel per block (its centre, where the block's paper
-    # level holds): most of any page is paper, so the median is the paper and the median absolute
-    # deviation its grain's spread.
-    centres = gray[step // 2 :: step, step // 2 :: step][: coarse.shape[0], : coarse.shape[1]]
+    # The grain, from the blocks' centre pixels: most of any page is paper, so the median is the
+    # paper and the median absolute deviation its grain's spread.
     grain = sign * (paper_coarse - centres)
     offset = np.float32(np.median(grain))
     spread = float(np.median(np.abs(grain - offset))) * 1.4826

@@ -3,7 +3,8 @@ included), squared grids and the box of a form field, as bands to ignore; and ho
 of the ink where a digit's strokes cross them.
 
 A printed line is found the way document-analysis tools find table rules: a morphological opening
-of the ink with a line-shaped element (scipy.ndimage) keeps only long straight runs. Lines are
+of the ink with a line-shaped element keeps only long straight runs (computed from the runs
+themselves, in one pass, opened()). Lines are
 taken from the thin runs across them one at a time, the most common centre first, with a
 least-squares fit (so parallel lines a stroke joins stay apart, and a page photographed slightly
 askew is handled). A fitted line is printed if it is thin for its length (LINE_RATIO), unbroken
@@ -19,7 +20,6 @@ binary closing across the band only: a pen on black lines). The digit keeps its 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 ELEMENT = 8  # the opening's element is 1/ELEMENT of the image's side: longer than any curve's straight run
 LINE_RATIO = 8  # a line is at least this many times longer than it is thick
@@ -31,12 +31,36 @@ MARGIN = 2  # the band reaches this many pixels beyond the line's own ink (its s
 DARKER = 1.3  # ink in a band this much stronger than the band's print is a stroke crossing it
 
 
-def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every vertical run of True in `mask`: its column, centre row and length."""
+def vertical_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every vertical run of True in `mask`: its column, first row and the row after its last."""
     edges = np.diff(np.pad(mask, ((1, 1), (0, 0))).astype(np.int8), axis=0)
-    start_col, start_row = np.nonzero(edges.T == 1)  # column-major: runs pair up in order
-    _, stop_row = np.nonzero(edges.T == -1)
-    return start_col, (start_row + stop_row - 1) / 2, stop_row - start_row
+    col, start = np.nonzero(edges.T == 1)  # column-major: starts and stops pair up in order
+    _, stop = np.nonzero(edges.T == -1)
+    return col, start, stop
+
+
+def painted(shape: tuple[int, int], col: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """A mask of `shape` True on the given vertical runs."""
+    marks = np.zeros((shape[0] + 1, shape[1]), np.int32)
+    np.add.at(marks, (start, col), 1)
+    np.add.at(marks, (stop, col), -1)
+    return np.cumsum(marks, axis=0)[:-1] > 0
+
+
+def opened(mask: np.ndarray, length: int) -> np.ndarray:
+    """`mask`'s opening by a vertical line `length` long: its vertical runs at least that long
+    (the same as scipy.ndimage.binary_opening with that element, in one pass)."""
+    col, start, stop = vertical_runs(mask)
+    long = stop - start >= length
+    return painted(mask.shape, col[long], start[long], stop[long])
+
+
+def closed(mask: np.ndarray, length: int) -> np.ndarray:
+    """`mask` with its vertical gaps shorter than `length` filled where ink lies on both sides
+    (a binary closing by a vertical line, in one pass)."""
+    col, start, stop = vertical_runs(~mask)
+    gap = (stop - start < length) & (start > 0) & (stop < mask.shape[0])
+    return mask | painted(mask.shape, col[gap], start[gap], stop[gap])
 
 
 def candidates(ink: np.ndarray, axis: int) -> list[dict]:
@@ -47,16 +71,17 @@ def candidates(ink: np.ndarray, axis: int) -> list[dict]:
     if axis == 0:  # look at every line as a horizontal one: rows across, columns along
         return candidates(ink.T, 1)
     across, along = ink.shape
-    opened = ndimage.binary_opening(ink, structure=np.ones((1, max(3, along // ELEMENT)), bool))
-    col, centre, length = runs(opened)
+    straight = opened(ink.T, max(3, along // ELEMENT)).T  # the horizontal runs an eighth of the image long
+    col, start, stop = vertical_runs(straight)
+    centre, length = (start + stop - 1) / 2, stop - start
     if not len(col):
         return []
     thin = length <= 2 * np.median(length)  # a stroke crossing or along a line makes its run long
     col, centre, length = col[thin], centre[thin], length[thin]
-    found = []
+    found, typical = [], float(np.median(length))
     while len(col) >= FRAME_SPAN * along:
         mode = np.bincount(np.rint(centre).astype(int)).argmax()
-        near = np.abs(centre - mode) <= 2 + np.median(length)
+        near = np.abs(centre - mode) <= 2 + typical
         if near.sum() < FRAME_SPAN * along:
             break
         slope, intercept = np.polyfit(col[near], centre[near], 1)
@@ -66,7 +91,7 @@ def candidates(ink: np.ndarray, axis: int) -> list[dict]:
         # Unbroken (ink on its centre line, strokes crossing it included): not strokes that happen to line up.
         x = np.arange(int(col[on].min()), int(col[on].max()) + 1)
         y = np.rint(intercept + slope * x).astype(int)
-        on_line = np.any([opened[np.clip(y + d, 0, across - 1), x] for d in (-1, 0, 1)], axis=0)
+        on_line = np.any([straight[np.clip(y + d, 0, across - 1), x] for d in (-1, 0, 1)], axis=0)
         covered = on_line.mean() >= COVERED
         long_and_thin = extent >= max(FRAME_SPAN * along, LINE_RATIO * thickness)
         if covered and long_and_thin and thickness <= MAX_THICKNESS * across:
@@ -145,8 +170,6 @@ def remove(ink: np.ndarray, horizontal: np.ndarray, vertical: np.ndarray, reach:
         darker.append(printed & (ink > DARKER * float(np.median(ink[printed]))) if printed.any() else printed)
     # Where lines cross, ink darker than only one of them is the other line.
     kept |= (darker[0] & ~vertical) | (darker[1] & ~horizontal) | (darker[0] & darker[1])
-    length = 2 * reach + 1
-    across_h = ndimage.binary_closing(kept, structure=np.ones((length, 1), bool), border_value=0)
-    across_v = ndimage.binary_closing(kept, structure=np.ones((1, length), bool), border_value=0)
+    across_h, across_v = closed(kept, 2 * reach + 1), closed(kept.T, 2 * reach + 1).T
     kept |= (horizontal & across_h) | (vertical & across_v)
     return np.where(kept, ink, 0).astype(ink.dtype)
