@@ -4,13 +4,13 @@ of the ink where a digit's strokes cross them.
 
 A printed line is found the way document-analysis tools find table rules: a morphological opening
 of the ink with a line-shaped element keeps only long straight runs (computed from the runs
-themselves, in one pass, opened()). Lines are
-taken from the thin runs across them one at a time, the most common centre first, with a
-least-squares fit (so parallel lines a stroke joins stay apart, and a page photographed slightly
-askew is handled). A fitted line is printed if it is thin for its length (LINE_RATIO), unbroken
-(COVERED) and either crosses most of the image (a ruling, a grid line: LINE_SPAN) or is a box's side
-(FRAME_SPAN, with corners at both ends). A handwritten stroke is neither: a 1 as long as the image
-is tall is a tight crop of a 1, and thick for the image it fills.
+themselves, in one pass: opened()). Lines are taken from the thin runs across them one at a time,
+the most common centre first, with a least-squares fit (so parallel lines a stroke joins stay
+apart, and a page photographed slightly askew is handled). A fitted line is printed if it is thin
+for its length (LINE_RATIO), unbroken (COVERED) and either crosses most of the image (a ruling, a
+grid line: LINE_SPAN) or is a box's side (FRAME_SPAN, with corners at both ends). A handwritten
+stroke is neither: a 1 as long as the image is tall is a tight crop of a 1, and thick for the
+image it fills.
 
 Where a stroke crosses a band, it stays: where its ink is darker than the band's print (DARKER: a
 pen on coloured rulings), and where its ink on both sides of the band can be joined across it (a
