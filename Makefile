@@ -78,9 +78,10 @@ report: setup
 	$(BIN)/python pipelines/report.py $(REPORT_ARGS)
 
 # The README's MLflow UI screenshots (docs/img/), taken by the browser test of a sweep's printed link
-# in the distribution's Chromium.
+# in the distribution's Chromium, and docs/serving.md's pages with what mnist-predict found on them.
 screenshots: setup-dev
 	MNIST_NP_SCREENSHOTS=$(CURDIR)/docs/img $(PYTEST) -n 0 tests/test_mlflow_server.py -k printed_link
+	MNIST_NP_SCREENSHOTS=$(CURDIR)/docs/img/reading $(PYTEST) -n 0 tests/test_predict.py -k lines_box_and_reading
 
 # A local stand-in for a team's cluster, on 127.0.0.1: PostgreSQL, an MLflow server on it, a Ray head
 # and a worker node; writes .cluster.env (source it). cluster-down stops all of it (docs/scaling.md).

@@ -397,7 +397,8 @@ def test_the_image_the_network_saw_is_saved_beside_each_prediction(trained, tmp_
 def test_the_page_is_saved_with_the_lines_box_and_reading_drawn_on_it(trained, tmp_path):
     """What a user sees in `<name>.found.png`: the ruling that was taken out tinted magenta, a green
     box around the digit (where --json's "box" says it is) with the reading above it, and a page
-    without a digit with the reason in red."""
+    without a digit with the reason in red; a form box and a number are drawn too (`make
+    screenshots` keeps all four in docs/img for docs/serving.md)."""
     root, *_, images, labels = trained
     page = np.full((224, 224, 3), PAPER, np.float32)
     draw_line(page, 1, 30, 2, PRINT[1])  # a blue ruling above the digit
@@ -406,10 +407,17 @@ def test_the_page_is_saved_with_the_lines_box_and_reading_drawn_on_it(trained, t
     area += np.clip(strokes, 0, 1)[..., None] * (PEN - area)
     Image.fromarray(np.clip(np.rint(page), 0, 255).astype(np.uint8)).save(tmp_path / "ruled.png")
     Image.new("L", (150, 100), 215).save(tmp_path / "blank.png")
+    rng = np.random.default_rng(3)
+    boxed(np.clip(strokes, 0, 1), rng).save(tmp_path / "box.png")
+    Image.fromarray(number_page(images[1:5], rng)[0]).save(tmp_path / "number.png")
     predictor, preprocessing, stored = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
-    ruled, blank = predict_files(
-        [tmp_path / "ruled.png", tmp_path / "blank.png"], predictor, tmp_path / "seen", preprocessing, stored
+    names = ["ruled", "blank", "box", "number"]
+    seen = Path(os.environ.get("MNIST_NP_SCREENSHOTS") or tmp_path / "seen")  # make screenshots: docs/img
+    ruled, blank, box, number = predict_files(
+        [tmp_path / f"{name}.png" for name in names], predictor, seen, preprocessing, stored
     )
+    assert box["digit"] == labels[0] and "found" in box
+    assert [d["box"][0] for d in number["digits"]] == sorted(d["box"][0] for d in number["digits"])
     rows, cols = np.nonzero(strokes > 0.1)
     left, top, right, bottom = ruled["box"]
     assert abs(left - (80 + cols.min())) <= 2 and abs(top - (60 + rows.min())) <= 2
