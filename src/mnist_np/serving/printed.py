@@ -40,11 +40,12 @@ def vertical_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def painted(shape: tuple[int, int], col: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """A mask of `shape` True on the given vertical runs."""
-    marks = np.zeros((shape[0] + 1, shape[1]), np.int32)
-    np.add.at(marks, (start, col), 1)
-    np.add.at(marks, (stop, col), -1)
-    return np.cumsum(marks, axis=0)[:-1] > 0
+    """A mask of `shape` True on the given vertical runs (separate runs of one column: no run
+    starts where another stops)."""
+    marks = np.zeros((shape[0] + 1, shape[1]), np.int8)
+    marks[start, col] = 1
+    marks[stop, col] = -1
+    return np.cumsum(marks, axis=0, dtype=np.int16)[:-1] > 0
 
 
 def opened(mask: np.ndarray, length: int) -> np.ndarray:
@@ -84,6 +85,9 @@ def candidates(ink: np.ndarray, axis: int) -> list[dict]:
         near = np.abs(centre - mode) <= 2 + typical
         if near.sum() < FRAME_SPAN * along:
             break
+        if np.ptp(col[near]) + 1 < LINE_RATIO * np.median(length[near]):  # a stroke's bar: short for its width
+            col, centre, length = col[~near], centre[~near], length[~near]
+            continue
         slope, intercept = np.polyfit(col[near], centre[near], 1)
         on = near | (np.abs(centre - (intercept + slope * col)) <= 1 + np.median(length[near]) / 2)
         thickness = float(np.median(length[on]))
