@@ -16,7 +16,7 @@ def test_hydras_basic_sweeper_is_still_where_the_grid_sweeper_extends_it():
     # subclasses it to skip a second composition of every job.
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    from hydra_plugins.mnist_np_sweepers import GridSweeper
+    from hydra_plugins.mnist_np_plugins import GridSweeper
 
     assert GridSweeper.__bases__ == (BasicSweeper,)
     assert list(inspect.signature(BasicSweeper.validate_batch_is_legal).parameters) == ["self", "batch"]

@@ -74,7 +74,7 @@ def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
     assert all(c.startswith("784-") and "SGD lr" in c for c in children["tags.mlflow.note.content"])
     assert "params.data.mirrors" not in children and "params.data.files.train_images.sha256" not in children
     assert "train.lr=0.05,0.2" in parent["params.sweep.overrides"]
-    assert parent["params.sweep.sweeper"] == "hydra_plugins.mnist_np_sweepers.GridSweeper"  # the default
+    assert parent["params.sweep.sweeper"] == "hydra_plugins.mnist_np_plugins.GridSweeper"  # the default
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     for run_id in children["run_id"]:
         artifacts = {a.path for a in client.list_artifacts(run_id, "weights")}
@@ -295,49 +295,55 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
     assert bad.returncode == 2 and "cannot sort by 'nonsense'" in bad.stderr
 
 
-def test_an_optuna_study_prunes_in_joblib_workers_and_resumes_after_sigterm(workdir):
-    """The study's trials are queued in a known order (lr 0.3 learns, lr 1e-5 crawls), so the median
-    pruner's choices are known: the crawling trials stop after one epoch once two good ones finished.
-    The sweep is stopped in its second round, then started again with the study's name."""
+def test_an_optuna_study_refills_free_slots_prunes_and_resumes_after_sigterm(workdir):
+    """Two joblib slots, the study's trials queued in a known order: trial 0 learns for 300 epochs in
+    one slot while the other takes trial 1 (3 epochs), trial 2 (lr 1e-5: it crawls, and the median
+    pruner stops it after one epoch since trial 1 finished) and trial 3 (3 epochs), each as the one
+    before it ends. The sweep is stopped then, and started again with the study's name."""
     work, env = workdir
     name, storage = "resumable", f"sqlite:///{work / 'optuna.db'}"  # beside the workdir's store
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    for lr in (0.3, 0.3, 1e-5, 0.3):
-        study.enqueue_trial({"train.lr": lr})
+    for lr, epochs in ((0.3, 300), (0.3, 3), (1e-5, 300), (0.3, 3)):
+        study.enqueue_trial({"train.lr": lr, "train.epochs": epochs})
     cmd = sweep_cmd(
         work,
         "hydra/sweeper=mnist_optuna",
         f"hydra.sweeper.study_name={name}",
         "hydra.sweeper.n_trials=4",
         "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
+        "hydra.launcher.n_jobs=2",  # the sweeper's n_jobs follows: two trials at a time
         "hydra.sweeper.pruner=median",
         "+hydra.sweeper.pruner_args.n_startup_trials=1",
         "train.lr=choice(0.3,0.00001)",
+        "train.epochs=choice(3,300)",
         "train.batch_size=16",
         "model.hidden_size=8",
-        "train.epochs=100",
     )
     first = Watched(cmd, work, env)
-    first.wait_for_line("pruned at epoch 1")  # job 2, in the second round, beside job 3
-    wait_for(lambda: sum("epoch 10/100" in line for line in first.out) == 3, what="job 3 under way")
+    first.wait_for_line("pruned at epoch 1")  # trial 2, in the slot trial 1 freed
+
+    def states() -> list[str]:
+        return [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
+
+    wait_for(lambda: states()[3:] == ["COMPLETE"] or states()[0] != "RUNNING", what="trial 3 done", timeout=120)
+    assert states() == ["RUNNING", "COMPLETE", "PRUNED", "COMPLETE"]  # three trials through one slot meanwhile
     assert first.stop(signal.SIGTERM)[0] == 143
     interrupted = [t for t in optuna.load_study(study_name=name, storage=storage).trials if t.state.name == "FAIL"]
-    assert [t.number for t in interrupted] == [3] and interrupted[0].params == {"train.lr": 0.3}
+    assert [t.number for t in interrupted] == [0] and interrupted[0].params == {"train.lr": 0.3, "train.epochs": 300}
 
-    run(cmd, work, env)  # the same study, started again: trial 3's parameters again, and it is done
+    run(cmd, work, env)  # the same study, started again: trial 0's parameters again, and it is done
     trials = optuna.load_study(study_name=name, storage=storage).trials
-    assert [(t.state.name, t.params["train.lr"]) for t in trials] == [
-        ("COMPLETE", 0.3),
-        ("COMPLETE", 0.3),
-        ("PRUNED", 1e-5),
-        ("FAIL", 0.3),  # stopped by the SIGTERM
-        ("COMPLETE", 0.3),  # trial 3's parameters, queued again when it was stopped
+    assert [(t.state.name, t.params["train.lr"], t.params["train.epochs"]) for t in trials] == [
+        ("FAIL", 0.3, 300),  # stopped by the SIGTERM
+        ("COMPLETE", 0.3, 3),
+        ("PRUNED", 1e-5, 300),
+        ("COMPLETE", 0.3, 3),
+        ("COMPLETE", 0.3, 300),  # trial 0's parameters, queued again when it was stopped
     ]
-    assert trials[4].system_attrs["failed_trial"] == 3 and trials[2].last_step == 1
+    assert trials[4].system_attrs["failed_trial"] == 0 and trials[2].last_step == 1
     runs = runs_in(env)
     children = runs[runs["tags.sweep"] != "parent"]
-    assert sorted(children["status"]) == ["FINISHED"] * 3 + ["KILLED"] * 2  # trial 2 pruned, trial 3 stopped
+    assert sorted(children["status"]) == ["FINISHED"] * 3 + ["KILLED"] * 2  # trial 2 pruned, trial 0 stopped
     (pruned,) = [row for _, row in children.iterrows() if row["tags.pruned_at_epoch"] == "1"]
     assert pruned["params.train.lr"] == "1e-05" and pruned["status"] == "KILLED"
     history = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(pruned["run_id"], "epoch/val_accuracy")
@@ -345,6 +351,10 @@ def test_an_optuna_study_prunes_in_joblib_workers_and_resumes_after_sigterm(work
     parents = runs[runs["tags.sweep"] == "parent"].sort_values("start_time")
     assert list(parents["status"]) == ["KILLED", "FINISHED"]
     stopped = parents.iloc[0]
-    assert stopped["tags.sweep.pruned_jobs"] == "1" and stopped["tags.sweep.pruned_epochs_saved"] == "25%"
+    assert stopped["tags.sweep.pruned_jobs"] == "1" and stopped["tags.sweep.pruned_epochs_saved"] == "49%"  # 299 of 606 epochs
+    # One slot took trials 1, 2 and 3 while trial 0 ran in the other: each started as the one before it ended.
+    jobs = children[children["tags.mlflow.parentRunId"] == stopped["run_id"]].set_index("tags.sweep.job")
+    start, end = jobs["start_time"], jobs["end_time"]
+    assert end["1"] <= start["2"] and end["2"] <= start["3"] and end["3"] < end["0"]
     table = in_process(COMPARE, ["--experiment", "mnist", "--no-plots"], work, env).stdout
     assert table.count("PRUNED") == 1, table

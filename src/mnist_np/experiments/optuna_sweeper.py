@@ -1,14 +1,14 @@
 """Bayesian search: a Hydra sweeper over Optuna's ask-and-tell interface.
 
-Selected with `hydra/sweeper=mnist_optuna` (conf/hydra/sweeper/mnist_optuna.yaml). Each round asks
-the study for `n_jobs` trials, launches them through whichever Hydra launcher is configured (basic,
-joblib, ...) and tells the study what the jobs returned (the kept weights' validation accuracy; a
-failed job is a failed trial, a job its pruner stopped a pruned one: pruning.py), until the study
-has `n_trials` finished trials; a stopped sweep started again with its study_name goes on from
-there. The study persists: by default in `optuna.db` beside the SQLite MLflow store, or in the
-database `storage` names, so `optuna-dashboard` can open it and several sweep processes given the
-same `study_name` share one study. When the search ends, the sweep's parent
-run gets Optuna's figures.
+Selected with `hydra/sweeper=mnist_optuna` (conf/hydra/sweeper/mnist_optuna.yaml). It keeps `n_jobs`
+trials running through whichever Hydra launcher is configured (basic, joblib, Ray: launching.py),
+asking the study for the next trial as soon as a job ends, and tells the study what each job
+returned (the kept weights' validation accuracy; a failed job is a failed trial, a job its pruner
+stopped a pruned one: pruning.py), until the study has `n_trials` finished trials; a stopped sweep
+started again with its study_name goes on from there. The study persists: by default in `optuna.db`
+beside the SQLite MLflow store, or in the database `storage` names, so `optuna-dashboard` can open it
+and several sweep processes given the same `study_name` share one study. When the search ends, the
+sweep's parent run gets Optuna's figures.
 
 (Hydra's own Optuna plugin pins optuna<3, whose database storage no longer works with the
 SQLAlchemy MLflow needs; this is the part of it the project uses, on today's Optuna.)
@@ -37,7 +37,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from . import STORAGE_ENV, pruning
+from . import STORAGE_ENV, launching, pruning
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "optuna.db"
@@ -129,7 +129,7 @@ class OptunaSweeper(Sweeper):
         study_name: str | None,
         storage: str | None,
         n_trials: int,
-        n_jobs: int,
+        n_jobs: int | None,
         seed: int | None,
         params: DictConfig | None,
         pruner: str = "none",
@@ -190,60 +190,76 @@ class OptunaSweeper(Sweeper):
         _record_study_on_parent(name, storage, seed)
         done = len(finished_trials(study))
         log.info(
-            "Optuna study %r in %s: %d trials (%d finished before), %d at a time, pruner %s",
+            "Optuna study %r in %s: %d trials (%d finished before), pruner %s",
             name,
             redacted(storage),
             self.n_trials,
             done,
-            self.n_jobs,
             self.pruner,
         )
 
+        running: dict[int, Any] = {}  # job number -> its trial
         job_idx = 0
-        while True:
-            if storage:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)  # trials of sweeps that died: failed, queued again
-            # The study's total, not this process's: processes sharing a study reach it together
-            # (each may start one round past it), and a stopped sweep started again finishes it.
-            remaining = self.n_trials - len(finished_trials(study))
-            if remaining <= 0:
-                break
-            with warnings.catch_warnings():  # Optuna expects heartbeats from study.optimize only
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trials = [study.ask(space) for _ in range(min(self.n_jobs, remaining))]
-            overrides = [
-                [
-                    *(f"{k}={v}" for k, v in {**trial.params, **fixed}.items()),
-                    *([pruning.job_override(name, trial._trial_id, self.pruner, self.pruner_args)] if storage else []),
-                ]
-                for trial in trials
-            ]
-            try:
-                with TrialHeartbeats(opened, trials):
-                    returns = self.launcher.launch(overrides, initial_job_idx=job_idx)
-            except BaseException:  # stopped (Ctrl-C, SIGTERM): these trials' parameters are queued again
-                for trial in trials:
-                    fail_for_retry(study, trial.number)
-                raise
-            job_idx += len(returns)
-            for trial, ret in zip(trials, returns):
-                try:
-                    value = ret.return_value  # re-raises a job's unexpected exception
-                except BaseException:
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                    raise
-                if isinstance(value, pruning.Pruned):
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                elif math.isfinite(value):
-                    study.tell(trial, float(value))
-                else:  # the job failed cleanly (its run is FAILED with the reason)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            with launching.slots(self.launcher, self.n_jobs) as free, TrialHeartbeats(opened) as beats:
+                log.info("trials run %d at a time, each started as a slot frees", free.capacity)
+                while True:
+                    if storage:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                            optuna.storages.fail_stale_trials(study)  # trials of sweeps that died: failed, queued again
+                    # The study's total, not this process's: processes sharing a study reach it together
+                    # (each may start up to a slot's worth past it), and a stopped sweep started again finishes it.
+                    remaining = self.n_trials - len(finished_trials(study)) - len(running)
+                    while remaining > 0 and len(free) < free.capacity:
+                        with warnings.catch_warnings():  # Optuna expects heartbeats from study.optimize only
+                            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                            trial = study.ask(space)
+                        running[job_idx] = trial
+                        beats.add(trial)
+                        free.submit(job_idx, self._overrides(trial, fixed, name, storage))
+                        job_idx, remaining = job_idx + 1, remaining - 1
+                    if not running:
+                        break
+                    for idx, ret in free.finished():
+                        trial = running.pop(idx)
+                        beats.remove(trial)
+                        self._tell(study, trial, ret)
+        except BaseException:  # stopped (Ctrl-C, SIGTERM), or a job raised: the trials in flight are queued again
+            for trial in running.values():
+                fail_for_retry(study, trial.number)
+            raise
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
             best = {"study_name": name, "best_params": study.best_params, "best_value": study.best_value}
             OmegaConf.save(OmegaConf.create(best), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
         _log_figures(study)
+
+    def _overrides(self, trial, fixed: dict[str, str], study_name: str, storage: str | None) -> list[str]:
+        """A trial's job: its parameters, the fixed overrides, and (with a storage) which trial it is."""
+        values = {**trial.params, **fixed}
+        tell_job = [pruning.job_override(study_name, trial._trial_id, self.pruner, self.pruner_args)] if storage else []
+        return [*(f"{k}={v}" for k, v in values.items()), *tell_job]
+
+    @staticmethod
+    def _tell(study, trial, ret) -> None:
+        """Tell the study how `trial`'s job `ret` ended."""
+        import optuna
+
+        try:
+            value = ret.return_value  # re-raises a job's unexpected exception
+        except launching.JobLost as exc:  # its worker or node died: the sweep goes on without it
+            log.error("error: trial %d failed: %s", trial.number, exc)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return
+        except BaseException:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            raise
+        if isinstance(value, pruning.Pruned):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif math.isfinite(value):
+            study.tell(trial, float(value))
+        else:  # the job failed cleanly (its run is FAILED with the reason)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 def finished_trials(study) -> list:
@@ -255,21 +271,29 @@ def finished_trials(study) -> list:
 
 
 class TrialHeartbeats:
-    """Within the block, record a heartbeat in the study's storage for each of `trials` every
-    HEARTBEAT_S seconds (from a daemon thread), as Optuna's own optimize loop does for its trials."""
+    """Within the block, record a heartbeat in the study's storage every HEARTBEAT_S seconds (from a
+    daemon thread) for each trial added and not yet removed, as Optuna's own optimize loop does for
+    its trials."""
 
-    def __init__(self, storage, trials: list) -> None:
-        self.storage, self.ids = storage, [t._trial_id for t in trials]
+    def __init__(self, storage) -> None:
+        self.storage, self.ids = storage, set()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name="optuna-heartbeats", daemon=True)
 
+    def add(self, trial) -> None:
+        self.ids.add(trial._trial_id)
+        if self.thread.is_alive():
+            with contextlib.suppress(Exception):  # a beat missed now is sent at the next one
+                self.storage.record_heartbeat(trial._trial_id)
+
+    def remove(self, trial) -> None:
+        self.ids.discard(trial._trial_id)
+
     def _beat(self) -> None:
-        while True:
-            for trial_id in self.ids:
-                with contextlib.suppress(Exception):  # a beat missed now is sent at the next one
+        while not self.stopped.wait(HEARTBEAT_S):
+            for trial_id in list(self.ids):
+                with contextlib.suppress(Exception):
                     self.storage.record_heartbeat(trial_id)
-            if self.stopped.wait(HEARTBEAT_S):
-                return
 
     def __enter__(self) -> TrialHeartbeats:
         if self.storage is not None and self.storage.get_heartbeat_interval() is not None:
