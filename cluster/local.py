@@ -209,7 +209,7 @@ def up() -> None:
     print(f"MLflow server  {tracking}  (artifacts proxied into {STATE_DIR / 'artifacts'})")
     print(f"Ray cluster    {address}  (head + 1 worker, {RAY_CPUS_PER_NODE} CPU each)")
     print(f"\nUse it:  source {ENV_FILE}")
-    print("         python pipelines/sweep.py -m hydra/launcher=ray train.lr=0.05,0.1 model.hidden_size=64,256")
+    print("         python pipelines/sweep.py -m hydra/launcher=mnist_ray train.lr=0.05,0.1 model.hidden_size=64,256")
     print("         python pipelines/sweep.py -m hydra/sweeper=mnist_optuna hydra.sweeper.study_name=team")
     print("Stop it: make cluster-down")
 

@@ -80,7 +80,9 @@ def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     out = finished(
-        project_sweep(env, project, elsewhere, "hydra/launcher=ray", "train.lr=0.05,0.1", "model.hidden_size=8,16")
+        project_sweep(
+            env, project, elsewhere, "hydra/launcher=mnist_ray", "train.lr=0.05,0.1", "model.hidden_size=8,16"
+        )
     )
     assert "Connected to Ray cluster" in out
 

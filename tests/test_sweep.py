@@ -351,7 +351,8 @@ def test_an_optuna_study_refills_free_slots_prunes_and_resumes_after_sigterm(wor
     parents = runs[runs["tags.sweep"] == "parent"].sort_values("start_time")
     assert list(parents["status"]) == ["KILLED", "FINISHED"]
     stopped = parents.iloc[0]
-    assert stopped["tags.sweep.pruned_jobs"] == "1" and stopped["tags.sweep.pruned_epochs_saved"] == "49%"  # 299 of 606 epochs
+    assert stopped["tags.sweep.pruned_jobs"] == "1"
+    assert stopped["tags.sweep.pruned_epochs_saved"] == "49%"  # 299 of the 606 planned epochs
     # One slot took trials 1, 2 and 3 while trial 0 ran in the other: each started as the one before it ended.
     jobs = children[children["tags.mlflow.parentRunId"] == stopped["run_id"]].set_index("tags.sweep.job")
     start, end = jobs["start_time"], jobs["end_time"]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn
 
-from mnist_np.experiments import launching
+from mnist_np.experiments import job_runs, launching
 from mnist_np.experiments.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 
 
@@ -26,6 +26,12 @@ class GridSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
 
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        """Hydra's grid, then a FAILED run for every failed job that could not open one (job_runs.py)."""
+        returns = super().sweep(arguments)
+        job_runs.record_failures([ret for batch in returns for ret in batch])
+        return returns
+
 
 try:  # Ray and its launcher are the cluster extra's (pip install -e .[cluster])
     from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher as _RayLauncher
@@ -34,7 +40,7 @@ except ImportError:
 else:
 
     class RayLauncher(_RayLauncher):
-        """Hydra's Ray launcher (conf/hydra/launcher/ray.yaml) with its jobs composed where they run
+        """Hydra's Ray launcher (conf/hydra/launcher/mnist_ray.yaml) with its jobs composed where they run
         and the shared Hydra state sent once, results taken as jobs finish, an optional time limit
         per job, and slots for the Optuna sweeper (launching.py)."""
 

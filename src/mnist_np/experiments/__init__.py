@@ -4,7 +4,7 @@ RANK_METRIC = "kept_val_accuracy"  # validation accuracy of the weights a run ke
 # run's page leads with its curves, not with bar charts of its single-value totals.
 CURVES = "epoch/"
 # How a sweep's jobs find their parent run and their project, wherever they run (inherited by worker
-# processes; passed to Ray tasks through the launcher's runtime_env, conf/hydra/launcher/ray.yaml).
+# processes; passed to Ray tasks through the launcher's runtime_env, conf/hydra/launcher/mnist_ray.yaml).
 PARENT_ENV = "MNIST_NP_SWEEP_PARENT_RUN_ID"
 ROOT_ENV = "MNIST_NP_ROOT"
 STORAGE_ENV = "MNIST_NP_OPTUNA_STORAGE"  # the Optuna study's database URL (make cluster-up sets a team's)

@@ -28,6 +28,7 @@ from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from omegaconf import OmegaConf, open_dict
 
 from .. import processes
+from . import job_runs
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0  # after Ctrl-C or SIGTERM, how long running jobs get to end their runs before they are killed
@@ -62,8 +63,11 @@ def execute_job(idx: int, overrides: Sequence[str], shared: tuple) -> JobReturn:
     )
 
 
-def lost(overrides: Sequence[str], reason: str) -> JobReturn:
-    """The result of a job that returned none (its worker or node died, or it ran too long)."""
+def lost(idx: int, overrides: Sequence[str], reason: str) -> JobReturn:
+    """The result of job `idx` that returned none (its worker or node died, or it ran too long),
+    its MLflow run ended FAILED with the reason at once (or one made for it: job_runs.py)."""
+    log.error("error: job %d failed: %s", idx, reason)
+    job_runs.record_failure(idx, overrides, reason)
     return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=JobLost(reason))
 
 
@@ -121,7 +125,7 @@ class JoblibSlots:
             try:
                 out.append((idx, future.result()))
             except Exception as exc:  # the worker died (killed, out of memory): loky says which
-                out.append((idx, lost(overrides, f"its worker process died: {exc}")))
+                out.append((idx, lost(idx, overrides, f"its worker process died: {exc}")))
         return out
 
     def __exit__(self, exc_type, *exc: object) -> None:
@@ -191,16 +195,16 @@ class RaySlots:
             try:
                 out.append((idx, ray.get(ref)))
             except (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError) as exc:
-                out.append((idx, lost(overrides, f"it stopped: {exc}")))
+                out.append((idx, lost(idx, overrides, f"it stopped: {exc}")))
             except ray.exceptions.RayError as exc:  # worker or node died, after Ray's own retries
-                out.append((idx, lost(overrides, f"its Ray worker or node was lost: {type(exc).__name__}")))
+                out.append((idx, lost(idx, overrides, f"its Ray worker or node was lost: {type(exc).__name__}")))
         now = time.monotonic()
         for ref, (idx, overrides, submitted) in list(self.pending.items()):
             if self.timeout_s is not None and now - submitted > self.timeout_s:
                 ray.cancel(ref, force=False)  # KeyboardInterrupt in the job: it ends its run KILLED
                 del self.pending[ref]
                 reason = f"it ran past hydra.launcher.job_timeout_s={self.timeout_s:g} and was stopped"
-                out.append((idx, lost(overrides, reason)))
+                out.append((idx, lost(idx, overrides, reason)))
         return out
 
     def __exit__(self, exc_type, *exc: object) -> None:

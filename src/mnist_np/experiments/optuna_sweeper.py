@@ -37,7 +37,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from . import STORAGE_ENV, launching, pruning
+from . import STORAGE_ENV, job_runs, launching, pruning
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "optuna.db"
@@ -224,7 +224,7 @@ class OptunaSweeper(Sweeper):
                     for idx, ret in free.finished():
                         trial = running.pop(idx)
                         beats.remove(trial)
-                        self._tell(study, trial, ret)
+                        self._tell(study, trial, idx, ret)
         except BaseException:  # stopped (Ctrl-C, SIGTERM), or a job raised: the trials in flight are queued again
             for trial in running.values():
                 fail_for_retry(study, trial.number)
@@ -241,14 +241,13 @@ class OptunaSweeper(Sweeper):
         return [*(f"{k}={v}" for k, v in values.items()), *tell_job]
 
     @staticmethod
-    def _tell(study, trial, ret) -> None:
-        """Tell the study how `trial`'s job `ret` ended."""
+    def _tell(study, trial, idx: int, ret) -> None:
+        """Tell the study how `trial`'s job (number `idx`, result `ret`) ended."""
         import optuna
 
         try:
             value = ret.return_value  # re-raises a job's unexpected exception
-        except launching.JobLost as exc:  # its worker or node died: the sweep goes on without it
-            log.error("error: trial %d failed: %s", trial.number, exc)
+        except launching.JobLost:  # its worker or node died (launching.lost recorded it): the sweep goes on
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return
         except BaseException:
@@ -258,7 +257,8 @@ class OptunaSweeper(Sweeper):
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         elif math.isfinite(value):
             study.tell(trial, float(value))
-        else:  # the job failed cleanly (its run is FAILED with the reason)
+        else:  # the job failed cleanly: its run is FAILED with the reason (or, without a run, one made for it)
+            job_runs.record_failure(idx, ret.overrides, job_runs.failed_before_run(ret))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 

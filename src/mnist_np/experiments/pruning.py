@@ -4,7 +4,7 @@ epoch to its trial, through the study's storage, and stops when the study's prun
 The Optuna sweeper tells each job which trial it is through the job's Hydra environment
 (`hydra.job.env_set`, applied wherever the launcher runs the job: in the sweep's process, a joblib
 worker, a Ray task); the study's storage reaches the job as $MNIST_NP_OPTUNA_STORAGE, which the
-sweeper exports (and conf/hydra/launcher/ray.yaml passes to Ray tasks). The job loads the study with
+sweeper exports (and conf/hydra/launcher/mnist_ray.yaml passes to Ray tasks). The job loads the study with
 the same pruner, so the pruner compares its reports with those of every other trial of the study,
 whichever process or machine ran them.
 """

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 from hydra.core.hydra_config import HydraConfig
 from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
@@ -22,7 +23,7 @@ from ..data import splits
 from ..errors import UserError
 from ..tracking import liveness, runs, store
 from ..training import cores
-from . import PARENT_ENV, pruning, stages
+from . import PARENT_ENV, job_runs, pruning, stages
 from .job_data import fetch_processed, processed_dir, project_root
 from .sweep_check import validated
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def ray_node() -> dict[str, str]:
-    """Which Ray node runs this job, when a Ray worker does (hydra/launcher=ray)."""
+    """Which Ray node runs this job, when a Ray worker does (hydra/launcher=mnist_ray)."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return {}
@@ -70,14 +71,21 @@ def _run_job(cfg_node: DictConfig) -> float | pruning.Pruned:
     experiment_id = store.setup(cfg.tracking.experiment, root, wait_s=cfg.tracking.job_wait_s)
     tags = runs.run_tags(root, data.checksums, "hydra-sweep")
     if os.environ.get(PARENT_ENV):  # a multirun; a single `python pipelines/sweep.py key=value` has no parent
-        tags.update({MLFLOW_PARENT_RUN_ID: os.environ[PARENT_ENV], "sweep.job": str(hydra.job.num)})
+        tags.update({MLFLOW_PARENT_RUN_ID: os.environ[PARENT_ENV], job_runs.JOB_TAG: str(hydra.job.num)})
     tags.update(ray_node())
     report = pruning.reporter_from_env()  # an Optuna sweep that prunes: report each epoch to the trial
+    # Ray runs a job again when the node running it died: this attempt then continues that attempt's run.
+    earlier = job_runs.lost_attempt(MlflowClient(), experiment_id, hydra.job.num)
+    if earlier is not None:
+        job_runs.continue_lost(MlflowClient(), earlier)
+    opened = (
+        {"run_id": earlier.info.run_id}
+        if earlier is not None
+        else {"experiment_id": experiment_id, "run_name": stages.run_name(cfg), "tags": tags}
+    )
     try:
-        with (
-            liveness.start_run(experiment_id=experiment_id, run_name=stages.run_name(cfg), tags=tags),
-            runs.ended_on_failure(),
-        ):
+        with liveness.start_run(**opened), runs.ended_on_failure():
+            mlflow.set_tags(tags)  # a continued run: the node and host of this attempt
             try:
                 fit = stages.train(
                     cfg, data, out_dir, out_dir / stages.HISTORY_FILE, progress=False, after_epoch=report
