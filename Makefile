@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup setup-dev run test test-fast lint format params exps results report screenshots cluster-up cluster-down lock clean
+.PHONY: setup setup-dev run test test-fast lint format params exps results report screenshots cluster-up cluster-down cluster-status lock clean
 
 setup: $(VENV)/.installed .dvc/offline_plots.html
 
@@ -91,6 +91,10 @@ cluster-up: setup-dev
 
 cluster-down: setup-dev
 	$(BIN)/python cluster/local.py down $(CLUSTER_ARGS)
+
+# Each part up or down (and why); RESTART=1 starts again, on the same ports, what is down.
+cluster-status: setup-dev
+	$(BIN)/python cluster/local.py status $(if $(RESTART),--restart) $(CLUSTER_ARGS)
 
 # Re-pin both lock files from the ranges in pyproject.toml: the product's, then the development one
 # (the tests' tools and the cluster extra) at the product's versions, so that the tests check what

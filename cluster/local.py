@@ -3,7 +3,8 @@ with proxied artifacts, and a Ray cluster of a head node plus one worker node.
 
     make cluster-up     # python cluster/local.py up: starts everything, writes .cluster.env
     source .cluster.env # RAY_ADDRESS, MLFLOW_TRACKING_URI, MNIST_NP_OPTUNA_STORAGE
-    make cluster-down   # python cluster/local.py down: stops what `up` started, by pid
+    make cluster-status # python cluster/local.py status: each part up or down; RESTART=1 starts what is down
+    make cluster-down   # python cluster/local.py down: stops what `up` started, and what serves its ports
 
 It is the local stand-in for a real cluster (docs/scaling.md maps each part to its production
 counterpart). PostgreSQL is the distribution's (apt-get install postgresql; $PG_BIN overrides where
@@ -46,6 +47,28 @@ def state_file() -> Path:
     return STATE_DIR / "state.json"
 
 
+def ports_file() -> Path:
+    """The ports of the last `up`, kept after `down`: the next `up` takes them again where they are
+    free, so a shell that sourced .cluster.env before still points at the cluster."""
+    return STATE_DIR / "ports.json"
+
+
+def port_for(part: str) -> int:
+    """`part`'s port of the last `up` if it is free now, else a free one."""
+    try:
+        last = json.loads(ports_file().read_text()).get(part)
+    except (OSError, ValueError):
+        last = None
+    if last and processes.port_free(int(last)):
+        return int(last)
+    return processes.free_port()
+
+
+def save(state: dict) -> None:
+    state_file().write_text(json.dumps(state, indent=2))
+    ports_file().write_text(json.dumps({name: part["port"] for name, part in state.items() if "port" in part}))
+
+
 def pg_bin() -> Path:
     """Where PostgreSQL's server programs are: $PG_BIN, else the newest Debian/Ubuntu version."""
     if os.environ.get("PG_BIN"):
@@ -82,7 +105,7 @@ def spawn(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Pope
         )
 
 
-def start_postgres(state: dict) -> str:
+def start_postgres(state: dict, port: int | None = None) -> str:
     bindir, data = pg_bin(), STATE_DIR / "postgres"
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
@@ -93,7 +116,7 @@ def start_postgres(state: dict) -> str:
             check=True,
             capture_output=True,
         )
-    port = processes.free_port()
+    port = port or port_for("postgres")
     log = STATE_DIR / "postgres.log"
     if os.geteuid() == 0:
         log.touch()
@@ -116,8 +139,8 @@ def start_postgres(state: dict) -> str:
     return f"postgresql+psycopg2://mlflow@{HOST}:{port}"
 
 
-def start_mlflow(state: dict, database: str) -> str:
-    port, log = processes.free_port(), STATE_DIR / "mlflow.log"
+def start_mlflow(state: dict, database: str, port: int | None = None) -> str:
+    port, log = port or port_for("mlflow"), STATE_DIR / "mlflow.log"
     cmd = [
         str(BIN / "mlflow"),
         "server",
@@ -139,34 +162,46 @@ def start_mlflow(state: dict, database: str) -> str:
     return url
 
 
-def start_ray(state: dict, tracking_uri: str) -> str:
-    """A head node and a worker node, each `ray start --block` (so stopping its pid stops the node),
-    through cluster/ray_node.py, which keeps their address, and so what they listen on, at 127.0.0.1."""
-    port = processes.free_port()
-    address = f"{HOST}:{port}"
-    # Ray's own processes (and the workers that run jobs) get the cluster's tracking server; not the
-    # clients' switch, with which a worker node refuses to start (a shell that sourced .cluster.env has it).
-    env = {key: value for key, value in os.environ.items() if key not in RAY_CLIENT_ENV}
-    env.update(MLFLOW_TRACKING_URI=tracking_uri, RAY_USAGE_STATS_ENABLED="0")
+def ray_command(*args: str) -> list[str]:
+    """`ray start` through cluster/ray_node.py, which keeps a node's address, and so what it listens
+    on, at 127.0.0.1; `--block`, so stopping its pid stops the node."""
     ray = [str(BIN / "python"), str(Path(__file__).with_name("ray_node.py"))]
     common = ["--node-ip-address", HOST, "--num-cpus", str(RAY_CPUS_PER_NODE), "--block", "--disable-usage-stats"]
-    head = spawn(
-        [*ray, "start", "--head", "--port", str(port), "--include-dashboard=false", *common],
-        STATE_DIR / "ray-head.log",
-        env,
-    )
+    return [*ray, "start", *args, *common]
+
+
+def ray_env(tracking_uri: str) -> dict:
+    """Ray's own processes (and the workers that run jobs) get the cluster's tracking server; not the
+    clients' switch, with which a worker node refuses to start (a shell that sourced .cluster.env has it)."""
+    env = {key: value for key, value in os.environ.items() if key not in RAY_CLIENT_ENV}
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, RAY_USAGE_STATS_ENABLED="0")
+    return env
+
+
+def start_ray_head(state: dict, tracking_uri: str, port: int | None = None) -> str:
+    port = port or port_for("ray_head")
+    address = f"{HOST}:{port}"
+    log = STATE_DIR / "ray-head.log"
+    head = spawn(ray_command("--head", "--port", str(port), "--include-dashboard=false"), log, ray_env(tracking_uri))
     state["ray_head"] = {"pid": head.pid, "port": port}
-    wait_until(lambda: ray_nodes(address) >= 1, "the Ray head node", STATE_DIR / "ray-head.log", head)
-    worker = spawn([*ray, "start", "--address", address, *common], STATE_DIR / "ray-worker.log", env)
-    state["ray_worker"] = {"pid": worker.pid}
-    wait_until(lambda: ray_nodes(address) >= 2, "the Ray worker node", STATE_DIR / "ray-worker.log", worker)
+    wait_until(lambda: ray_nodes(address), "the Ray head node", log, head)
     return address
 
 
-def ray_nodes(address: str) -> int:
-    """Alive nodes of the cluster at `address` (0 while it is not up)."""
+def start_ray_worker(state: dict, tracking_uri: str, address: str) -> None:
+    # A node killed a moment ago may still count as alive for a while: wait for a node not seen before.
+    before = ray_nodes(address)
+    log = STATE_DIR / "ray-worker.log"
+    worker = spawn(ray_command("--address", address), log, ray_env(tracking_uri))
+    state["ray_worker"] = {"pid": worker.pid}
+    wait_until(lambda: ray_nodes(address) - before, "the Ray worker node", log, worker)
+
+
+def ray_nodes(address: str) -> set[str]:
+    """The ids of the alive nodes of the cluster at `address` (none while it is not up)."""
     code = (
-        f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+        f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        "print('ALIVE_NODES', *[n['NodeID'] for n in ray.nodes() if n['Alive']])"
     )
     try:
         done = subprocess.run(
@@ -177,8 +212,9 @@ def ray_nodes(address: str) -> int:
             env={**os.environ, **RAY_CLIENT_ENV},
         )
     except subprocess.TimeoutExpired:
-        return 0
-    return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
+        return set()
+    found = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("ALIVE_NODES")]
+    return set(found[-1]) if done.returncode == 0 and found else set()  # Ray may print warnings on stdout too
 
 
 def up() -> None:
@@ -188,11 +224,13 @@ def up() -> None:
     state: dict = {}
     try:  # the state is saved after each part, so `down` can stop a half-started cluster
         database = start_postgres(state)
-        state_file().write_text(json.dumps(state, indent=2))
+        save(state)
         tracking = start_mlflow(state, database)
-        state_file().write_text(json.dumps(state, indent=2))
-        address = start_ray(state, tracking)
-        state_file().write_text(json.dumps(state, indent=2))
+        save(state)
+        address = start_ray_head(state, tracking)
+        save(state)
+        start_ray_worker(state, tracking, address)
+        save(state)
     except BaseException:
         stop(state)
         state_file().unlink(missing_ok=True)
@@ -231,6 +269,22 @@ def _terminate(pids: list[int], sig: int = signal.SIGTERM, timeout: float = 30) 
             send(pid, signal.SIGKILL)
 
 
+def tracking_servers(state: dict) -> list[int]:
+    """The `mlflow server` processes serving the tracking server's recorded port now (one restarted
+    since `up` has a new pid): from each process listening there (a worker of the server's, often), up
+    its ancestors of the same process group while they are MLflow's."""
+    roots = set()
+    for pid in processes.listening_on(state.get("mlflow", {}).get("port", 0)):
+        with contextlib.suppress(processes.psutil.Error):
+            proc = processes.psutil.Process(pid)
+            while (parent := proc.parent()) and os.getpgid(parent.pid) == os.getpgid(pid):
+                if "mlflow" not in " ".join(parent.cmdline()):
+                    break
+                proc = parent
+            roots.add(proc.pid)
+    return sorted(roots)
+
+
 def stop(state: dict) -> None:
     # Ray first (its workers may still log to MLflow), both nodes at once: `ray start --block`
     # cleans up its node on Ctrl-C, usually within seconds; twice in four test runs both outlived
@@ -238,14 +292,63 @@ def stop(state: dict) -> None:
     ray = [state[name]["pid"] for name in ("ray_worker", "ray_head") if name in state]
     if ray:
         _terminate(ray, signal.SIGINT, timeout=15)
-    if "mlflow" in state:
-        _terminate([state["mlflow"]["pid"]])
+    if "mlflow" in state:  # the server `up` started, and any started on its port since (a restart by hand)
+        _terminate(sorted({state["mlflow"]["pid"], *tracking_servers(state)}))
     if "postgres" in state:
         subprocess.run(
             as_postgres([str(pg_bin() / "pg_ctl"), "-D", state["postgres"]["data"], "-m", "fast", "-w", "stop"]),
             capture_output=True,
         )
         _terminate([state["postgres"]["pid"]], timeout=10)
+
+
+def part_status(state: dict, name: str) -> str | None:
+    """Why part `name` is down, or None when it is up (a server answering on its port, a node's
+    process alive)."""
+    part = state[name]
+    if name == "mlflow":
+        return None if processes.answers(f"http://{HOST}:{part['port']}") else f"nothing answers on port {part['port']}"
+    if name == "postgres":
+        ready = subprocess.run([str(pg_bin() / "pg_isready"), "-h", HOST, "-p", str(part["port"])], capture_output=True)
+        return None if ready.returncode == 0 else f"pg_isready: no answer on port {part['port']}"
+    return None if processes.alive(part["pid"]) else f"its process ({part['pid']}) is gone"
+
+
+def status(restart: bool) -> None:
+    """Each part: up, or down and why; with `restart`, the parts that are down started again on
+    their ports (a Ray head started again takes a new worker node with it)."""
+    if not state_file().exists():
+        print("no cluster is up (make cluster-up)")
+        return
+    state = json.loads(state_file().read_text())
+    down_parts = {name: part_status(state, name) for name in state}
+    for name, why in down_parts.items():
+        where = f"port {state[name]['port']}" if "port" in state[name] else f"pid {state[name]['pid']}"
+        print(f"{name:<11} {'up' if why is None else 'DOWN: ' + why} ({where})")
+    dead = [name for name, why in down_parts.items() if why]
+    if not dead:
+        return
+    if not restart:
+        print("restart what is down: make cluster-status RESTART=1")
+        raise SystemExit(1)
+    database = f"postgresql+psycopg2://mlflow@{HOST}:{state['postgres']['port']}"
+    tracking = f"http://{HOST}:{state['mlflow']['port']}"
+    address = f"{HOST}:{state['ray_head']['port']}"
+    try:  # the state is saved however this ends, so `down` stops what was started here too
+        if "postgres" in dead:
+            start_postgres(state, state["postgres"]["port"])
+        if "mlflow" in dead:
+            _terminate(tracking_servers(state))  # a server that listens but no longer answers
+            start_mlflow(state, database, state["mlflow"]["port"])
+        if "ray_head" in dead:
+            _terminate([state["ray_worker"]["pid"]], signal.SIGINT, timeout=15)
+            start_ray_head(state, tracking, state["ray_head"]["port"])
+            dead.append("ray_worker")
+        if "ray_worker" in dead:
+            start_ray_worker(state, tracking, address)
+    finally:
+        save(state)
+    print("restarted: " + ", ".join(dict.fromkeys(dead)))
 
 
 def down() -> None:
@@ -265,13 +368,14 @@ def down() -> None:
 def main() -> None:
     global STATE_DIR, ENV_FILE  # where this cluster lives, for every function here
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down"], help="start or stop the local cluster")
+    parser.add_argument("action", choices=["up", "down", "status"], help="start, stop or check the local cluster")
+    parser.add_argument("--restart", action="store_true", help="status: start again what is down")
     parser.add_argument("--dir", type=Path, default=STATE_DIR, help="its data, logs and pids (default: .cluster/)")
     parser.add_argument("--env-file", type=Path, default=ENV_FILE, help="the addresses (default: .cluster.env)")
     args = parser.parse_args()
     STATE_DIR, ENV_FILE = args.dir.resolve(), args.env_file.resolve()
     try:
-        up() if args.action == "up" else down()
+        {"up": up, "down": down, "status": lambda: status(args.restart)}[args.action]()
     except (ClusterError, subprocess.CalledProcessError) as exc:
         detail = exc.stderr.decode(errors="replace").strip() if isinstance(exc, subprocess.CalledProcessError) else ""
         print(f"error: {exc} {detail}".strip(), file=sys.stderr)

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,8 +28,13 @@ from mnist_np.model import reference, weights
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster-and-e2e")]  # conftest.py: why one group
 
 
+def pg_ctl() -> str | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    return str(found[-1]) if found else shutil.which("pg_ctl")
+
+
 def postgres_available() -> bool:
-    return bool(shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")))
+    return pg_ctl() is not None
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +67,26 @@ def cluster(tmp_path_factory, mnist_mirror):
     shutil.rmtree(base, ignore_errors=True)
 
 
-def project_sweep(env: dict, project: Path, cwd: Path, *overrides: str) -> subprocess.Popen:
+def project_sweep(env: dict, project: Path, cwd: Path, *overrides: str, prefix: tuple = ()) -> subprocess.Popen:
     """A sweep of the project copy started from `cwd` (not the project), as a running process."""
     cmd = sweep_cmd(cwd, "train.epochs=1", *overrides)
     cmd[1] = str(project / "pipelines" / "sweep.py")
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*prefix, *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+# A process in its own pid namespace is pid 1 there, as in a container (unprivileged where the
+# kernel allows user namespaces, as Debian's does).
+AS_PID_1 = ("unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc")
+
+
+def pid_namespaces() -> bool:
+    probe = [*AS_PID_1, sys.executable, "-c", "import os; print(os.getpid())"]
+    try:
+        return subprocess.run(probe, capture_output=True, text=True, timeout=30).stdout.strip() == "1"
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def finished(proc: subprocess.Popen) -> str:
@@ -113,11 +134,18 @@ def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_
 
 
 def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_path):
+    """Two sweep processes with the same seed and, as in two containers, the same pid (1, each in
+    its own pid namespace where the machine allows) share one study: distinct trials, pruning
+    against each other's reports through PostgreSQL."""
     env, project, _ = cluster
     study = f"team-{os.getpid()}"
     args = ["hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}", "hydra.sweeper.n_trials=4"]
-    args += ["train.batch_size=choice(16,32)", "hydra.sweeper.pruner=median"]
-    workers = [project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / str(i)}") for i in range(2)]
+    args += ["train.batch_size=choice(16,32)", "hydra.sweeper.pruner=median", "hydra.sweeper.seed=7"]
+    as_pid_1 = AS_PID_1 if pid_namespaces() else ()
+    workers = [
+        project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / str(i)}", prefix=as_pid_1)
+        for i in range(2)
+    ]
     for worker in workers:
         finished(worker)
     trials = optuna.load_study(study_name=study, storage=env["MNIST_NP_OPTUNA_STORAGE"]).trials
@@ -132,6 +160,8 @@ def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_pat
         {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"},
     )["runs"]
     assert len(parents) == 2  # both sweeps' parents, grouped under the study
+    if as_pid_1:
+        assert [t["value"] for p in parents for t in p["data"]["tags"] if t["key"] == "process.pid"] == ["1", "1"]
     seeds = {t["value"] for p in parents for t in p["data"]["tags"] if t["key"] == "optuna.sampler_seed"}
     assert len(seeds) == 2  # each process drew its own sampler seed, recorded on its parent
 
@@ -191,6 +221,95 @@ def test_runs_logged_at_once_all_arrive(cluster, tmp_path):
     for store in ("server", "sqlite"):
         assert result[store]["complete"] and result[store]["runs"] == 4, result[store]
         assert result[store]["metric_values"] == 4 * 10 * 5 and result[store]["metric_writes_per_s"] > 0
+
+
+def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_tracking_server(cluster, tmp_path):
+    """Faults injected into a 4-job Ray sweep through the real processes: the worker node killed
+    outright while it runs a job (Ray runs the job again on the head node), PostgreSQL restarted, the
+    MLflow server killed and started again by hand with its command line (new pid), the worker node
+    brought back by `make cluster-status RESTART=1`. Every job ends FINISHED with all its epochs, one
+    run per job (the retried job's run continued), nothing RUNNING; `cluster-down` (the last test)
+    then stops the restarted server too."""
+    env, project, base = cluster
+    server, state_dir = env["MLFLOW_TRACKING_URI"], base / "state"
+    state = json.loads((state_dir / "state.json").read_text())
+    epochs, sweep_dir = 600, tmp_path / "sweep"
+    grid = ["hydra/launcher=mnist_ray", "train.lr=0.05,0.1", "model.hidden_size=8,16", f"train.epochs={epochs}"]
+    sweep = project_sweep(env, project, tmp_path, *grid, f"hydra.sweep.dir={sweep_dir}")
+    experiment_id = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]["experiment_id"]
+
+    def search(filter_string: str) -> list[dict]:
+        body = {"experiment_ids": [experiment_id], "filter": filter_string, "max_results": 100}
+        return api(server, "runs/search", body).get("runs", [])
+
+    def tags(found: dict) -> dict[str, str]:
+        return {t["key"]: t["value"] for t in found["data"].get("tags", [])}
+
+    wait_for(lambda: search(f"tags.`sweep.dir` = '{sweep_dir}'"), timeout=120, what="the sweep's parent run")
+    (parent,) = search(f"tags.`sweep.dir` = '{sweep_dir}'")
+    children = f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'"
+    worker = state["ray_worker"]["pid"]
+
+    def session(run: dict) -> int | None:  # of the job's process (its tag is set just after the run opens)
+        pid = int(tags(run).get("process.pid", 0))
+        try:
+            return os.getsid(pid) if pid and processes.alive(pid) else None
+        except ProcessLookupError:
+            return None
+
+    def on_worker() -> list[dict]:  # running jobs whose process is in the worker node's session
+        return [r for r in search(f"{children} AND attributes.status = 'RUNNING'") if session(r) == worker]
+
+    (lost,) = wait_for(on_worker, timeout=120, what="a job running on the worker node")  # it has 1 CPU
+    node = [p for p in processes.matching(lambda p: os.getsid(p.pid) == worker)]
+    for proc in node:  # the node dies outright: no process of it gets to clean up
+        proc.kill()
+
+    pg = state["postgres"]
+    restart = [pg_ctl(), "-D", pg["data"], "-l", str(state_dir / "postgres.log"), "-m", "fast", "-w", "restart"]
+    run(["runuser", "-u", "postgres", "--", *restart] if os.geteuid() == 0 else restart, REPO, env)
+
+    old = processes.psutil.Process(state["mlflow"]["pid"])
+    command = old.cmdline()
+    os.killpg(old.pid, signal.SIGKILL)
+    wait_for(lambda: not processes.answers(server), timeout=30, what="the MLflow server gone")
+    status = subprocess.run(
+        ["make", "cluster-status", f"CLUSTER_ARGS=--dir {state_dir} --env-file {base / 'cluster.env'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode != 0 and "mlflow      DOWN" in status.stdout and "ray_worker  DOWN" in status.stdout, (
+        status.stdout
+    )
+    with open(state_dir / "mlflow-by-hand.log", "ab") as log:  # as a person would restart it
+        subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_for(lambda: processes.answers(server), timeout=120, what="the MLflow server back")
+    run(
+        ["make", "cluster-status", "RESTART=1", f"CLUSTER_ARGS=--dir {state_dir} --env-file {base / 'cluster.env'}"],
+        REPO,
+        env,
+        timeout=300,
+    )
+
+    finished(sweep)
+    jobs = search(children)
+    assert len(jobs) == 4, [tags(j).get("mlflow.runName") for j in jobs]  # one run per job
+    assert sorted(tags(j)["sweep.job"] for j in jobs) == ["0", "1", "2", "3"]
+    assert {j["info"]["status"] for j in jobs} == {"FINISHED"}
+    for job in jobs:
+        history = api(server, f"metrics/get-history?run_id={job['info']['run_id']}&metric_key=epoch/val_accuracy")
+        assert {m["step"] for m in history["metrics"]} == set(range(1, epochs + 1))
+    retried = tags(next(j for j in jobs if j["info"]["run_id"] == lost["info"]["run_id"]))
+    assert retried["sweep.attempt"] == "2" and "attempt 1" in retried["sweep.lost_attempts"], retried
+    assert (
+        "failure" not in retried and retried["ray.node_id"] != tags(lost)["ray.node_id"]
+    )  # the head node ran it again
+    parent_tags = tags(api(server, f"runs/get?run_id={parent['info']['run_id']}")["run"])
+    assert parent_tags["sweep.children"] == "4" and parent_tags["sweep.failed_jobs"] == "0"
+    assert not search("attributes.status = 'RUNNING'")
 
 
 def started_pids(base: Path) -> set[int]:

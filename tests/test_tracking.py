@@ -116,6 +116,12 @@ def test_a_run_is_dead_when_its_process_is_gone_or_its_heartbeat_from_another_ho
     assert liveness.why_dead({**elsewhere, liveness.HEARTBEAT_TAG: f"{now - 60:.0f}"}, now) is None
     stale = liveness.why_dead({**elsewhere, liveness.HEARTBEAT_TAG: f"{now - 660:.0f}"}, now)
     assert stale == f"its process (pid {me[liveness.PID_TAG]} on another-host) has sent no heartbeat for 11 minutes"
+    # Another container on this host (its own pid namespace: pids there are not ours to look at).
+    container = {**reused, liveness.PID_NAMESPACE_TAG: "1"}
+    assert liveness.why_dead({**container, liveness.HEARTBEAT_TAG: f"{now - 60:.0f}"}, now) is None
+    assert "no heartbeat for 11 minutes" in liveness.why_dead(
+        {**container, liveness.HEARTBEAT_TAG: f"{now - 660:.0f}"}, now
+    )
 
 
 def test_an_open_run_names_its_process_and_beats_until_it_ends(monkeypatch):

@@ -25,6 +25,23 @@ def free_port(host: str = HOST) -> int:
         return probe.getsockname()[1]
 
 
+def port_free(port: int, host: str = HOST) -> bool:
+    """Whether `port` on `host` can be listened on now."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def listening_on(port: int) -> list[int]:
+    """Pids of processes listening on TCP `port` (those this user may see; all of them as root). A
+    socket several processes share (a server's workers) is reported under one of them."""
+    found = psutil.net_connections(kind="tcp")
+    return sorted({c.pid for c in found if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid})
+
+
 def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.2) -> T | None:
     """Call `check` until it returns something true (returned) or `timeout_s` passes (None)."""
     deadline = time.monotonic() + timeout_s

@@ -19,6 +19,7 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from ..tracking import liveness
 from ..tracking.runs import FAILURE_TAG
 from . import PARENT_ENV
 
@@ -55,6 +56,9 @@ def continue_lost(client: MlflowClient, earlier: Run) -> None:
     attempt = int(tags.get(ATTEMPT_TAG, "1")) + 1
     why = tags.get(FAILURE_TAG) or f"attempt {attempt - 1} stopped without ending its run (its node or process died)"
     lost = "; ".join(filter(None, [tags.get(LOST_TAG), f"attempt {attempt - 1}: {why}"]))
+    # This process owns the run from now: the store's dead-run check must not close it again.
+    for key, value in liveness.owner_tags().items():
+        client.set_tag(earlier.info.run_id, key, value)
     client.set_tag(earlier.info.run_id, ATTEMPT_TAG, str(attempt))
     client.set_tag(earlier.info.run_id, LOST_TAG, lost[:5000])
     if FAILURE_TAG in tags:

@@ -2,16 +2,18 @@
 
 A process killed outright (SIGKILL, the OOM killer, a reboot, a lost node) runs no exit handler, so
 nothing in it can end its MLflow run: the run would stay RUNNING for good. So every run records the
-process that runs it (host, pid and that process's start time, which tells a reused pid apart) and,
-while it is open, a heartbeat tag refreshed every HEARTBEAT_S seconds. Each command that opens the
-store (store.setup, compare) closes the RUNNING runs whose process is gone (same host) or whose
-heartbeat stopped STALE_AFTER_S ago (another host, where the process cannot be looked at): KILLED,
-ended at the last heartbeat, with the reason in the run's `failure` tag, and says so in one line.
+process that runs it (host, pid namespace, pid and that process's start time, which tells a reused
+pid apart) and, while it is open, a heartbeat tag refreshed every HEARTBEAT_S seconds. Each command
+that opens the store (store.setup, compare) closes the RUNNING runs whose process is gone (same host
+and pid namespace) or whose heartbeat stopped STALE_AFTER_S ago (another host, or another container
+on this one, where every process may be pid 1: the process cannot be looked at there): KILLED, ended
+at the last heartbeat, with the reason in the run's `failure` tag, and says so in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import threading
@@ -27,9 +29,18 @@ from .. import processes
 from .runs import FAILURE_TAG
 
 HOST_TAG, PID_TAG, STARTED_TAG = "process.host", "process.pid", "process.started"
+PID_NAMESPACE_TAG = "process.pid_namespace"
 HEARTBEAT_TAG = "process.heartbeat"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0  # 20 missed heartbeats: a run on another host is given up only after this
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace (the inode of /proc/self/ns/pid; "" where there is none)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return ""
 
 
 def owner_tags() -> dict[str, str]:
@@ -38,6 +49,7 @@ def owner_tags() -> dict[str, str]:
     return {
         HOST_TAG: socket.gethostname(),
         PID_TAG: str(psutil.Process().pid),
+        PID_NAMESPACE_TAG: pid_namespace(),
         STARTED_TAG: f"{started:.2f}",
         HEARTBEAT_TAG: f"{time.time():.2f}",
     }
@@ -90,7 +102,7 @@ def why_dead(tags: dict[str, str], now: float) -> str | None:
         beat = float(tags.get(HEARTBEAT_TAG, started))
     except (KeyError, ValueError):
         return None
-    if host == socket.gethostname():
+    if host == socket.gethostname() and tags.get(PID_NAMESPACE_TAG, "") in ("", pid_namespace()):
         try:
             same = processes.alive(pid) and abs(psutil.Process(pid).create_time() - started) < 1
         except psutil.Error:
