@@ -6,9 +6,11 @@ load against a SQLite store in the same run gives the comparison.
     python benchmarks/tracking_load.py [--processes 16] [--epochs 30] [--out benchmarks/results/tracking_load.json]
 
 Needs models/model.npz and data/processed/stats.json (make run). Exits 1 if anything did not arrive.
-Throughput counts metric values written per second of the logging phase, all processes together.
-Each epoch's metrics go in one request per epoch (the pipeline batches harder: at most one every
-10 s), so this is the server's worst case for a run of this length.
+Two phases, each started by every process at once (a barrier, after all have imported MLflow) and
+timed from that moment to the last process's end: the metrics (metric values written per second, all
+processes together; each epoch's metrics go in one request per epoch, where the pipeline batches
+harder, at most one every 10 s, so this is the server's worst case for a run of this length), then
+the artifacts (the weights and the servable model: MB uploaded per second, and files per second).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ METRICS = (
 EXPERIMENT = "tracking-load"
 
 
-def log_one_run(uri: str, index: int, epochs: int, ready, weights: Path, stats: Path) -> tuple[str, float, float]:
-    """One process's run, started the moment every process has imported MLflow (`ready`, a barrier
-    of all of them); returns its run id and when its logging started and ended."""
+def log_one_run(uri: str, index: int, epochs: int, ready, weights: Path, stats: Path) -> tuple:
+    """One process's run: its metrics once every process has imported MLflow (`ready`, a barrier of
+    all of them), its artifacts once every process has logged its metrics; returns its run id and
+    when each phase started and ended here."""
     import mlflow
     import numpy as np
 
@@ -49,12 +52,32 @@ def log_one_run(uri: str, index: int, epochs: int, ready, weights: Path, stats: 
     example = np.zeros((1, 784), np.float32)
     ready.wait()
     started = time.time()
-    with mlflow.start_run(run_name=f"load-{index}") as run:
-        for epoch in range(1, epochs + 1):
-            mlflow.log_metrics({name: 1.0 / (epoch + i) for i, name in enumerate(METRICS)}, step=epoch)
-        mlflow.log_artifact(str(weights), artifact_path="weights")
-        pyfunc.log_model(weights, stats, example)
-    return run.info.run_id, started, time.time()
+    try:
+        with mlflow.start_run(run_name=f"load-{index}") as run:
+            for epoch in range(1, epochs + 1):
+                mlflow.log_metrics({name: 1.0 / (epoch + i) for i, name in enumerate(METRICS)}, step=epoch)
+            metrics_ended = time.time()
+            ready.wait()
+            uploads_started = time.time()
+            mlflow.log_artifact(str(weights), artifact_path="weights")
+            pyfunc.log_model(weights, stats, example)
+    except BaseException:
+        ready.abort()  # the others, waiting for this one at the barrier, fail too instead of waiting for good
+        raise
+    return run.info.run_id, started, metrics_ended, uploads_started, time.time()
+
+
+def artifact_files(client, run_id: str, path: str | None = None) -> list:
+    """Every artifact file of the run (MLflow's FileInfo, with its size), its servable model's
+    included (MLflow 3 keeps a model apart from the run's own artifacts, listed only by its path)."""
+    from mnist_np.serving.pyfunc import MODEL_NAME
+
+    found = []
+    for info in client.list_artifacts(run_id, path):
+        found += artifact_files(client, run_id, info.path) if info.is_dir else [info]
+    if path is None and not any(f.path.startswith(f"{MODEL_NAME}/") for f in found):
+        found += artifact_files(client, run_id, MODEL_NAME)
+    return found
 
 
 def check(uri: str, run_ids: list[str], epochs: int) -> list[str]:
@@ -91,15 +114,22 @@ def load(uri: str, processes: int, epochs: int, files: tuple[Path, Path], artifa
     with spawn.Manager() as manager, spawn.Pool(processes) as pool:
         ready = manager.Barrier(processes)  # every process imports MLflow first, then all start together
         pending = pool.starmap_async(log_one_run, [(uri, i, epochs, ready, *files) for i in range(processes)])
-        run_ids, started, ended = zip(*pending.get(timeout=1800), strict=True)
-    seconds = max(ended) - min(started)
+        run_ids, started, metrics_ended, uploads_started, ended = zip(*pending.get(timeout=1800), strict=True)
+    metric_seconds, upload_seconds = max(metrics_ended) - min(started), max(ended) - min(uploads_started)
     problems = check(uri, list(run_ids), epochs)
     values = processes * epochs * len(METRICS)
+    files = [f for run_id in run_ids for f in artifact_files(client, run_id)]
+    megabytes = sum(f.file_size or 0 for f in files) / 1e6
     return {
         "runs": len(run_ids),
         "metric_values": values,
-        "seconds": round(seconds, 2),
-        "metric_writes_per_s": round(values / seconds, 1),
+        "metric_seconds": round(metric_seconds, 2),
+        "metric_writes_per_s": round(values / metric_seconds, 1),
+        "artifact_files": len(files),
+        "artifact_mb": round(megabytes, 2),
+        "artifact_seconds": round(upload_seconds, 2),
+        "artifact_mb_per_s": round(megabytes / upload_seconds, 2),
+        "artifact_files_per_s": round(len(files) / upload_seconds, 1),
         "complete": not problems,
         "problems": problems[:20],
     }
@@ -139,7 +169,8 @@ def main() -> None:
         "epochs": args.epochs,
         "server": server,
         "sqlite": sqlite,
-        "server_over_sqlite_throughput": round(server["metric_writes_per_s"] / sqlite["metric_writes_per_s"], 3),
+        "server_over_sqlite_metric_writes": round(server["metric_writes_per_s"] / sqlite["metric_writes_per_s"], 3),
+        "server_over_sqlite_artifact_mb": round(server["artifact_mb_per_s"] / sqlite["artifact_mb_per_s"], 3),
     }
     text = json.dumps(result, indent=2)
     print(text)

@@ -19,6 +19,7 @@ import contextlib
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,19 @@ RAY_CPUS_PER_NODE = 1
 START_TIMEOUT_S = 120
 # Ray's switch that keeps a client's own address at 127.0.0.1 (cluster/ray_node.py does it for the nodes).
 RAY_CLIENT_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def ray_auth_env() -> dict[str, str]:
+    """Ray's token authentication, for the nodes and every client: the cluster's own token in its
+    folder. Ray 2.59+ turns token authentication on for a local `ray.init()` and leaves its token in
+    ~/.ray/auth_token, after which a node started without a mode refuses clients that have none;
+    with the mode and token named on both sides, neither depends on what ran on this machine before."""
+    token = STATE_DIR / "ray_auth_token"
+    if not token.exists():
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        token.touch(mode=0o600)
+        token.write_text(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
 
 
 class ClusterError(Exception):
@@ -174,7 +188,7 @@ def ray_env(tracking_uri: str) -> dict:
     """Ray's own processes (and the workers that run jobs) get the cluster's tracking server; not the
     clients' switch, with which a worker node refuses to start (a shell that sourced .cluster.env has it)."""
     env = {key: value for key, value in os.environ.items() if key not in RAY_CLIENT_ENV}
-    env.update(MLFLOW_TRACKING_URI=tracking_uri, RAY_USAGE_STATS_ENABLED="0")
+    env.update(MLFLOW_TRACKING_URI=tracking_uri, RAY_USAGE_STATS_ENABLED="0", **ray_auth_env())
     return env
 
 
@@ -209,7 +223,7 @@ def ray_nodes(address: str) -> set[str]:
             capture_output=True,
             text=True,
             timeout=60,
-            env={**os.environ, **RAY_CLIENT_ENV},
+            env={**os.environ, **RAY_CLIENT_ENV, **ray_auth_env()},
         )
     except subprocess.TimeoutExpired:
         return set()
@@ -239,7 +253,8 @@ def up() -> None:
         "# Written by `make cluster-up`; `source .cluster.env` to use the cluster, `make cluster-down` to stop it.\n"
         f"export RAY_ADDRESS={address}\n"
         "# Ray clients keep 127.0.0.1 as it is (Ray would swap in the machine's address; cluster/ray_node.py)\n"
-        + "".join(f"export {key}={value}\n" for key, value in RAY_CLIENT_ENV.items())
+        "# and authenticate with the cluster's token (ray_auth_env in cluster/local.py)\n"
+        + "".join(f"export {key}={value}\n" for key, value in {**RAY_CLIENT_ENV, **ray_auth_env()}.items())
         + f"export MLFLOW_TRACKING_URI={tracking}\n"
         f"export MNIST_NP_OPTUNA_STORAGE={database}/optuna\n"
     )

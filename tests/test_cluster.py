@@ -221,6 +221,45 @@ def test_runs_logged_at_once_all_arrive(cluster, tmp_path):
     for store in ("server", "sqlite"):
         assert result[store]["complete"] and result[store]["runs"] == 4, result[store]
         assert result[store]["metric_values"] == 4 * 10 * 5 and result[store]["metric_writes_per_s"] > 0
+        assert result[store]["artifact_mb_per_s"] > 0
+    # The same files in both stores: the weights and the servable model's, for each run.
+    assert result["server"]["artifact_files"] == result["sqlite"]["artifact_files"] >= 4 * 2
+
+
+def test_an_optuna_sweep_on_ray_prunes_through_postgres_and_refills_the_freed_slot(cluster, tmp_path):
+    """Optuna on the Ray launcher, the study on PostgreSQL, its trials queued in a known order: trial
+    0 learns for 150 epochs on one node's CPU while the other takes trial 1 (3 epochs), then trial 2
+    (lr 1e-5: the median pruner stops it after its first epoch, reported from the Ray task through
+    the database), before trial 0 ends."""
+    env, project, _ = cluster
+    study, storage = f"ray-pruning-{os.getpid()}", env["MNIST_NP_OPTUNA_STORAGE"]
+    queued = optuna.create_study(study_name=study, storage=storage, direction="maximize")
+    for lr, epochs in ((0.3, 150), (0.3, 3), (1e-5, 150)):
+        queued.enqueue_trial({"train.lr": lr, "train.epochs": epochs})
+    args = ["hydra/launcher=mnist_ray", "hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}"]
+    args += ["hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_args.n_startup_trials=1"]
+    args += ["train.lr=choice(0.3,0.00001)", "train.epochs=choice(3,150)", "train.batch_size=16", "model.hidden_size=8"]
+    finished(project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"))
+
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
+    assert trials[2].last_step == 1 and len(trials[0].intermediate_values) == 150
+    server = env["MLFLOW_TRACKING_URI"]
+    experiment_id = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]["experiment_id"]
+    body = {"experiment_ids": [experiment_id], "filter": f"tags.`optuna.study_name` = '{study}'"}
+    (parent,) = api(server, "runs/search", body)["runs"]
+    body["filter"] = f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'"
+    jobs = {}
+    for found in api(server, "runs/search", body)["runs"]:
+        tags = {t["key"]: t["value"] for t in found["data"]["tags"]}
+        jobs[tags["sweep.job"]] = (found["info"], tags)
+    pruned_info, pruned_tags = jobs["2"]
+    assert pruned_info["status"] == "KILLED" and pruned_tags["pruned_at_epoch"] == "1"
+    history = api(server, f"metrics/get-history?run_id={pruned_info['run_id']}&metric_key=epoch/val_accuracy")
+    assert [m["step"] for m in history["metrics"]] == [1]  # its epoch kept
+    # The slot trial 1 freed took trial 2 at once, while trial 0 still ran in the other.
+    assert int(jobs["1"][0]["end_time"]) <= int(pruned_info["start_time"]) < int(jobs["0"][0]["end_time"])
+    assert len({t["ray.node_id"] for _, t in jobs.values()}) == 2  # trial 0 on one node, 1 and 2 on the other
 
 
 def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_tracking_server(cluster, tmp_path):
