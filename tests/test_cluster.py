@@ -68,8 +68,10 @@ def cluster(tmp_path_factory, mnist_mirror):
 
 
 def project_sweep(env: dict, project: Path, cwd: Path, *overrides: str, prefix: tuple = ()) -> subprocess.Popen:
-    """A sweep of the project copy started from `cwd` (not the project), as a running process."""
-    cmd = sweep_cmd(cwd, "train.epochs=1", *overrides)
+    """A sweep of the project copy started from `cwd` (not the project), as a running process; one
+    epoch a job unless `overrides` say otherwise."""
+    epochs = [] if any(o.startswith("train.epochs=") for o in overrides) else ["train.epochs=1"]
+    cmd = sweep_cmd(cwd, *epochs, *overrides)
     cmd[1] = str(project / "pipelines" / "sweep.py")
     return subprocess.Popen(
         [*prefix, *cmd], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

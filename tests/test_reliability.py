@@ -37,12 +37,15 @@ from helpers import (
     clean_env,
     in_process,
     migrated_store,
+    run,
     sweep_cmd,
     tmpfs,
     wait_for,
 )
 from mnist_np import processes
 from mnist_np.data import splits
+from mnist_np.errors import UserError
+from mnist_np.experiments import sweep_parent
 from mnist_np.files import save_npz
 from mnist_np.model import reference, weights
 
@@ -171,11 +174,16 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_child(project):
+def test_a_sigterm_to_a_sweep_ends_it_keeping_the_finished_child_and_resumed_it_runs_only_what_is_left(project):
+    """A grid of three jobs stopped by SIGTERM while its second job trains (the first finished, the
+    third never started): parent and children end, none RUNNING, the finished child kept as the best.
+    Started again with `hydra.sweeper.resume=<its parent>` as its last line says: the finished job is
+    not run again, the stopped one continues its run, the third gets its first; one parent with three
+    children, all FINISHED."""
     work, env = project
-    cmd = sweep_cmd(work, "train.epochs=2,100000")
+    cmd = sweep_cmd(work, "train.epochs=2,100,3")
     sweep = Watched(cmd, work, env)
-    sweep.wait_for_line("epoch 3/100000")  # the first job has finished, the second trains
+    sweep.wait_for_line("epoch 3/100")  # the first job has finished, the second trains
     returncode, stderr = sweep.stop(signal.SIGTERM)
     assert returncode == 143 and "terminated" in one_error_line(stderr)
     runs = all_runs(env).set_index("run_id")
@@ -187,6 +195,31 @@ def test_a_sigterm_to_a_sweep_ends_parent_and_children_and_keeps_the_finished_ch
     finished = children[children["status"] == "FINISHED"]
     assert len(finished) == 1 and parent["tags.best_run_id"] == finished.index[0]  # the finished child is kept
     assert parent["metrics.kept_val_accuracy"] == finished["metrics.kept_val_accuracy"].iloc[0]
+    (hint,) = [line for line in stderr.splitlines() if line.startswith("note: to run its unfinished jobs")]
+    before, stopped = runs, parent.name
+    assert hint.endswith(f"hydra.sweeper.resume={stopped}"), stderr
+    first = before[before["tags.sweep.job"] == "0"].iloc[0]
+
+    resumed = sweep_cmd(work, "train.epochs=2,100,3", f"hydra.sweeper.resume={stopped}")
+    done = run(resumed, work, env, timeout=300)
+    assert "job 0 finished in the sweep this one resumes: not run again" in done.stdout + done.stderr
+    runs = all_runs(env).set_index("run_id")  # deleted runs (the earlier parent) are not listed
+    (parent,) = runs.index[runs["tags.sweep"] == "parent"]
+    children = runs[runs["tags.mlflow.parentRunId"] == parent].reset_index().set_index("tags.sweep.job")
+    assert runs.loc[parent, "tags.sweep.resumed_from"] == stopped and runs.loc[parent, "status"] == "FINISHED"
+    assert sorted(children.index) == ["0", "1", "2"] and set(children["status"]) == {"FINISHED"}
+    assert runs.loc[parent, "tags.sweep.children"] == "3" and runs.loc[parent, "tags.sweep.failed_jobs"] == "0"
+    assert children.loc["0", "run_id"] == first.name and children.loc["0", "end_time"] == first["end_time"]
+    assert children.loc["1", "tags.sweep.attempt"] == "2"  # its run, continued
+    assert steps(env, children.loc["1", "run_id"])[-1] == 100 and steps(env, children.loc["2", "run_id"]) == [1, 2, 3]
+    assert MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(stopped).info.lifecycle_stage == "deleted"
+    # A sweep with other overrides cannot resume it (its jobs' numbers would not match).
+    client, experiment_id = MlflowClient(env["MLFLOW_TRACKING_URI"]), runs.loc[parent, "experiment_id"]
+    sweep_parent.check_resumable(client, parent, experiment_id, "data.val_size=20 train.epochs=2,100,3")
+    with pytest.raises(UserError, match="this one `train.epochs=2,4`; resume it with the same overrides"):
+        sweep_parent.check_resumable(client, parent, experiment_id, "train.epochs=2,4")
+    with pytest.raises(UserError, match=f"that sweep was resumed as {parent}; resume that one"):
+        sweep_parent.check_resumable(client, stopped, experiment_id, "data.val_size=20 train.epochs=2,100,3")
 
 
 def test_a_sigterm_to_a_joblib_sweep_leaves_nothing_running(project):
@@ -268,9 +301,11 @@ def test_a_diverging_job_fails_alone_and_the_sweep_goes_on(project):
     work, env = project
     cmd = sweep_cmd(work, "train.epochs=2", "train.lr=0.1,1000")
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 3 and "1 job(s) of the sweep failed" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 3 and "Traceback" not in done.stderr
     runs = all_runs(env)
     children = runs[runs["tags.sweep"] != "parent"].set_index("params.train.lr")
+    failed = children.loc["1000.0", "tags.mlflow.runName"]
+    assert f"error: 1 job(s) of the sweep failed (job 1 ({failed})); their runs" in done.stderr  # named
     assert children.loc["0.1", "status"] == "FINISHED" and children.loc["1000.0", "status"] == "FAILED"
     assert "diverged" in children.loc["1000.0", "tags.failure"]
     parent = runs[runs["tags.sweep"] == "parent"].iloc[0]

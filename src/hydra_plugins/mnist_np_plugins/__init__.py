@@ -23,11 +23,18 @@ class GridSweeper(BasicSweeper):
     callback (mnist_np.experiments.sweep_parent.SweepCallback) has already composed every combination and
     checked it against the schema and the prepared data. Hydra's pass took ~50 ms a job."""
 
+    def __init__(self, max_batch_size: int | None, params: dict | None = None, resume: str | None = None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.resume = resume
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         return None
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
-        """Hydra's grid, then a FAILED run for every failed job that could not open one (job_runs.py)."""
+        """Hydra's grid (less the jobs that finished in the sweep this one resumes), then a FAILED
+        run for every failed job that could not open one (job_runs.py)."""
+        if self.resume:  # the sweep's callback has taken the earlier sweep's job runs over
+            self.launcher = launching.SkipFinished(self.launcher, job_runs.finished_jobs())
         returns = super().sweep(arguments)
         job_runs.record_failures([ret for batch in returns for ret in batch])
         return returns

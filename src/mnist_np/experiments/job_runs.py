@@ -6,6 +6,9 @@ store's dead-run check may have closed KILLED meanwhile) instead of adding a sec
 records the attempt. When a job fails without a run of its own (its worker died before it opened
 one, or the tracking server stayed away longer than the job waited), the sweep's driver records a
 FAILED child run for it with the reason, so the parent's "N children, M failed" counts every job.
+
+A grid sweep resumed (`hydra.sweeper.resume=<parent run id>`) takes the earlier sweep's job runs
+over: its FINISHED jobs are not run again, the others continue their runs the same way.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def lost_attempt(client: MlflowClient, experiment_id: str, job: int) -> Run | No
     (its process died: Ray then runs the job again), which this attempt continues; else None."""
     parent = os.environ.get(PARENT_ENV)
     earlier = find(client, experiment_id, parent, job) if parent else None
-    if earlier is None or earlier.info.status not in ("RUNNING", "KILLED"):
+    if earlier is None or earlier.info.status not in ("RUNNING", "KILLED", "FAILED"):  # FAILED: a resumed sweep
         return None
     return earlier
 
@@ -64,6 +67,34 @@ def continue_lost(client: MlflowClient, earlier: Run) -> None:
     if FAILURE_TAG in tags:
         client.delete_tag(earlier.info.run_id, FAILURE_TAG)
     log.warning("job continues the run %s of its attempt %d, which was lost: %s", earlier.info.run_id, attempt - 1, why)
+
+
+def adopt(client: MlflowClient, experiment_id: str, earlier: str, parent: str) -> int:
+    """The job runs of the sweep `earlier` moved under the sweep `parent` that resumes it (one
+    sweep, one run per job); returns how many."""
+    children = client.search_runs([experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{earlier}'", max_results=50000)
+    for run in children:
+        client.set_tag(run.info.run_id, MLFLOW_PARENT_RUN_ID, parent)
+    return len(children)
+
+
+def finished_jobs() -> dict[int, float]:
+    """In a sweep's driver: the jobs of this sweep that have FINISHED runs already (a resumed
+    sweep's, adopted from the one it resumes), with their kept validation accuracy."""
+    from . import RANK_METRIC
+
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return {}
+    client = MlflowClient()
+    experiment_id = client.get_run(parent).info.experiment_id
+    query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent}' AND attributes.status = 'FINISHED'"
+    found = client.search_runs([experiment_id], query, max_results=50000)
+    return {
+        int(run.data.tags[JOB_TAG]): run.data.metrics[RANK_METRIC]
+        for run in found
+        if JOB_TAG in run.data.tags and RANK_METRIC in run.data.metrics
+    }
 
 
 def record_failure(job: int, overrides: Sequence[str], reason: str) -> None:

@@ -15,6 +15,7 @@ task function) is sent once (to Ray: one object in its object store, so 10,000 t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -215,6 +216,31 @@ class RaySlots:
         for ref in self.pending:
             self.ray.cancel(ref, force=False)
         self.ray.wait(list(self.pending), num_returns=len(self.pending), timeout=STOP_GRACE_S)
+
+
+class SkipFinished:
+    """`launcher`, less the jobs a resumed sweep finished before (`finished`: job number -> its
+    kept validation accuracy, returned as its result); the others keep their numbers."""
+
+    def __init__(self, launcher, finished: dict[int, float]) -> None:
+        self.launcher, self.finished = launcher, finished
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        results: dict[int, JobReturn] = {}
+        to_run = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            if idx in self.finished:
+                log.info("job %d finished in the sweep this one resumes: not run again", idx)
+                value = self.finished[idx]
+                results[idx] = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=value)
+            else:
+                to_run.append((idx, overrides))
+        # Each stretch of consecutive jobs to run in one launch, from its first job's number.
+        for _, stretch in itertools.groupby(enumerate(to_run), key=lambda pair: pair[1][0] - pair[0]):
+            jobs = [job for _, job in stretch]
+            launched = self.launcher.launch([overrides for _, overrides in jobs], initial_job_idx=jobs[0][0])
+            results.update({idx: ret for (idx, _), ret in zip(jobs, launched, strict=True)})
+        return [results[idx] for idx in sorted(results)]
 
 
 def slots(launcher, capacity: int | None):

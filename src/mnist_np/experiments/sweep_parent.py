@@ -11,6 +11,10 @@ records the best finished child and ends FINISHED, FAILED (some job failed) or K
 
 A job that fails (training diverged, say) ends its own run FAILED with the reason and the sweep
 goes on with the others; the sweep then exits with status 3.
+
+A grid sweep that did not finish (stopped, a job failed) is resumed with the same overrides and
+`hydra.sweeper.resume=<its parent run id>`: the new parent takes the earlier one's job runs over
+(job_runs.adopt), its FINISHED jobs are not run again, and the earlier parent is deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import atexit
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -36,12 +41,14 @@ from omegaconf import DictConfig
 from .. import cli, files
 from ..errors import UserError
 from ..tracking import liveness, runs, store, ui
-from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, pruning, report
+from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, job_runs, pruning, report
 from .compare import SWEPT, latest_sweep, sweep_report, varying_params
 from .job_data import project_root
 from .sweep_check import check_sweep
 
 log = logging.getLogger(__name__)
+RESUMED_TAG = "sweep.resumed_from"  # on a resumed sweep's parent: the parent run it took the jobs of
+RESUMED_AS_TAG = "sweep.resumed_as"  # on that (deleted) parent: the sweep that resumed it
 
 
 def _parent_children(client: MlflowClient, parent_id: str):
@@ -64,12 +71,18 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.uri: str | None = None
+        self.resume_hint: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         root = project_root(config.hydra)
+        hydra = config.hydra
+        overrides = " ".join(hydra.overrides.task)
+        resumed = hydra.sweeper.get("resume")
         try:
             cfg = check_sweep(root, config.hydra)
             experiment_id = store.setup(cfg.tracking.experiment, root)
+            if resumed:
+                check_resumable(MlflowClient(), str(resumed), experiment_id, overrides)
         # Hydra turns a callback's exceptions into warnings and starts the jobs anyway, without a
         # parent run; whatever goes wrong here must stop the sweep before any job or run exists.
         except UserError as exc:
@@ -79,8 +92,6 @@ class SweepCallback(Callback):
             traceback.print_exc()
             raise SystemExit(1) from exc
         self.uri = mlflow.get_tracking_uri()
-        hydra = config.hydra
-        overrides = " ".join(hydra.overrides.task)
         tags = {
             "entry_point": "hydra-sweep",
             "sweep": "parent",
@@ -88,9 +99,21 @@ class SweepCallback(Callback):
             "sweep.started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "sweep.dir": str(Path(hydra.sweep.dir).resolve()),
             **liveness.owner_tags(),  # the sweep's process: if it dies outright, the next command closes the parent
+            **({RESUMED_TAG: str(resumed)} if resumed else {}),
         }
         client = MlflowClient(self.uri)
         self.parent_id = client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags).info.run_id
+        if resumed:
+            moved = job_runs.adopt(client, experiment_id, str(resumed), self.parent_id)
+            client.set_tag(str(resumed), RESUMED_AS_TAG, self.parent_id)
+            client.delete_run(str(resumed))
+            log.info("resuming sweep %s: its %d job runs are this sweep's now", resumed, moved)
+        # Only a grid sweep resumes this way (an Optuna study resumes by its study_name).
+        self.resume_hint = (
+            f"python pipelines/sweep.py -m {shlex.join(hydra.overrides.task)} hydra.sweeper.resume={self.parent_id}"
+            if "resume" in hydra.sweeper
+            else None
+        )
         _HEARTBEATS[self.parent_id] = liveness.Heartbeat(self.parent_id, self.uri).start()
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
@@ -115,16 +138,19 @@ class SweepCallback(Callback):
             traceback.print_exc()
             raise SystemExit(1) from exc
         if failed:
+            named = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
             print(
-                f"error: {failed} job(s) of the sweep failed; their runs are FAILED with the reason in the tag "
-                f"'{runs.FAILURE_TAG}'; the others are in MLflow (python pipelines/compare.py --sweep latest)",
+                f"error: {len(failed)} job(s) of the sweep failed ({named}); their runs are FAILED with the "
+                f"reason in the tag '{runs.FAILURE_TAG}'; the others are in MLflow "
+                "(python pipelines/compare.py --sweep latest)",
                 file=sys.stderr,
             )
             raise SystemExit(cli.EXIT_DIVERGED)
 
     def finish(self, status: str) -> int:
         """Record the best finished child on the parent and end it: FAILED if `status` is FINISHED
-        but a job failed. Children left RUNNING by stopped workers end KILLED. Returns the failed jobs."""
+        but a job failed. Children left RUNNING by stopped workers end KILLED. Returns the failed jobs,
+        each named by its number and run."""
         if self.parent_id is None:
             return 0
         parent_id, self.parent_id = self.parent_id, None
@@ -136,10 +162,10 @@ class SweepCallback(Callback):
         children = _parent_children(client, parent_id)
         for run_id in children.loc[children["status"] == "RUNNING", "run_id"] if len(children) else []:
             client.set_terminated(run_id, "KILLED")
-        failed = int((children["status"] == "FAILED").sum()) if len(children) else 0
+        failed = failed_jobs(children)
         finished = children[children["status"] == "FINISHED"] if len(children) else children
         client.set_tag(parent_id, "sweep.children", str(len(children)))
-        client.set_tag(parent_id, "sweep.failed_jobs", str(failed))
+        client.set_tag(parent_id, "sweep.failed_jobs", str(len(failed)))
         pruned, saved = pruning_savings(children)
         if pruned:
             client.set_tag(parent_id, "sweep.pruned_jobs", str(pruned))
@@ -151,6 +177,8 @@ class SweepCallback(Callback):
             client.set_terminated(parent_id, "FAILED" if status == "FINISHED" and failed else status)
         if len(finished) and status == "FINISHED":  # a stopped sweep's report: `make report`
             show(client, client.get_run(parent_id))
+        if self.resume_hint and (status != "FINISHED" or failed):
+            print(f"note: to run its unfinished jobs (only those): {self.resume_hint}", file=sys.stderr)
         return failed
 
     @staticmethod
@@ -189,6 +217,44 @@ class SweepCallback(Callback):
             100 * best[f"metrics.{RANK_METRIC}"],
             100 * best.get("metrics.test_accuracy", math.nan),
         )
+
+
+def failed_jobs(children: pd.DataFrame) -> list[str]:
+    """The sweep's FAILED jobs, as `job N (run name)`, in job order."""
+    if not len(children):
+        return []
+    failed = children[children["status"] == "FAILED"]
+    column = f"tags.{job_runs.JOB_TAG}"
+    numbers = pd.to_numeric(failed[column], errors="coerce") if column in failed else pd.Series(math.nan, failed.index)
+    named = sorted(zip(numbers.fillna(math.inf), failed["tags.mlflow.runName"]))
+    return [f"job {int(number)} ({name})" if number != math.inf else str(name) for number, name in named]
+
+
+def check_resumable(client: MlflowClient, parent_id: str, experiment_id: str, overrides: str) -> None:
+    """A UserError unless `parent_id` is a grid sweep of this experiment, run with these same
+    overrides (so its jobs have the numbers this sweep gives them), that is no longer running."""
+    try:
+        earlier = client.get_run(parent_id)
+    except mlflow.exceptions.MlflowException as exc:
+        raise UserError(
+            f"hydra.sweeper.resume={parent_id}: no such run in {client.tracking_uri}; give the parent run id "
+            "the stopped sweep printed"
+        ) from exc
+    if RESUMED_AS_TAG in earlier.data.tags:
+        raise UserError(
+            f"hydra.sweeper.resume={parent_id}: that sweep was resumed as {earlier.data.tags[RESUMED_AS_TAG]}; "
+            "resume that one"
+        )
+    if earlier.data.tags.get("sweep") != "parent" or earlier.info.experiment_id != experiment_id:
+        raise UserError(f"hydra.sweeper.resume={parent_id}: not a sweep's parent run in this experiment")
+    ran = earlier.data.params.get("sweep.overrides", "")
+    if ran != overrides:
+        raise UserError(
+            f"hydra.sweeper.resume={parent_id}: that sweep ran `{ran}`, this one `{overrides}`; resume it with "
+            "the same overrides"
+        )
+    if earlier.info.status == "RUNNING" and liveness.why_dead(earlier.data.tags, time.time()) is None:
+        raise UserError(f"hydra.sweeper.resume={parent_id}: that sweep is still running; stop it first")
 
 
 def show_sweep(experiment: str, sweep: str = "latest", out: Path | None = None) -> None:
