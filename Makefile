@@ -92,9 +92,10 @@ cluster-up: setup-dev
 cluster-down: setup-dev
 	$(BIN)/python cluster/local.py down $(CLUSTER_ARGS)
 
-# Each part up or down (and why); RESTART=1 starts again, on the same ports, what is down.
+# Each part up or down (and why); RESTART=1 starts again, on the same ports, what is down
+# (RESTART="ray_worker mlflow": only those of the parts).
 cluster-status: setup-dev
-	$(BIN)/python cluster/local.py status $(if $(RESTART),--restart) $(CLUSTER_ARGS)
+	$(BIN)/python cluster/local.py status $(if $(RESTART),--restart $(filter-out 1,$(RESTART))) $(CLUSTER_ARGS)
 
 # Re-pin both lock files from the ranges in pyproject.toml: the product's, then the development one
 # (the tests' tools and the cluster extra) at the product's versions, so that the tests check what

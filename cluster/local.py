@@ -4,6 +4,7 @@ with proxied artifacts, and a Ray cluster of a head node plus one worker node.
     make cluster-up     # python cluster/local.py up: starts everything, writes .cluster.env
     source .cluster.env # RAY_ADDRESS, MLFLOW_TRACKING_URI, MNIST_NP_OPTUNA_STORAGE
     make cluster-status # python cluster/local.py status: each part up or down; RESTART=1 starts what is down
+                        # (RESTART=ray_worker: that part only)
     make cluster-down   # python cluster/local.py down: stops what `up` started, and what serves its ports
 
 It is the local stand-in for a real cluster (docs/scaling.md maps each part to its production
@@ -33,6 +34,7 @@ STATE_DIR = REPO / ".cluster"  # --dir
 ENV_FILE = REPO / ".cluster.env"  # --env-file
 BIN = Path(sys.executable).parent
 HOST = processes.HOST
+PARTS = ("postgres", "mlflow", "ray_head", "ray_worker")
 RAY_CPUS_PER_NODE = 1
 START_TIMEOUT_S = 120
 # Ray's switch that keeps a client's own address at 127.0.0.1 (cluster/ray_node.py does it for the nodes).
@@ -329,9 +331,10 @@ def part_status(state: dict, name: str) -> str | None:
     return None if processes.alive(part["pid"]) else f"its process ({part['pid']}) is gone"
 
 
-def status(restart: bool) -> None:
-    """Each part: up, or down and why; with `restart`, the parts that are down started again on
-    their ports (a Ray head started again takes a new worker node with it)."""
+def status(restart: list[str] | None) -> None:
+    """Each part: up, or down and why; with `restart`, the parts that are down (of those it names;
+    all if it names none) started again on their ports (a Ray head started again takes a new worker
+    node with it)."""
     if not state_file().exists():
         print("no cluster is up (make cluster-up)")
         return
@@ -340,10 +343,10 @@ def status(restart: bool) -> None:
     for name, why in down_parts.items():
         where = f"port {state[name]['port']}" if "port" in state[name] else f"pid {state[name]['pid']}"
         print(f"{name:<11} {'up' if why is None else 'DOWN: ' + why} ({where})")
-    dead = [name for name, why in down_parts.items() if why]
+    dead = [name for name, why in down_parts.items() if why and (not restart or name in restart)]
     if not dead:
         return
-    if not restart:
+    if restart is None:
         print("restart what is down: make cluster-status RESTART=1")
         raise SystemExit(1)
     database = f"postgresql+psycopg2://mlflow@{HOST}:{state['postgres']['port']}"
@@ -352,15 +355,15 @@ def status(restart: bool) -> None:
     try:  # the state is saved however this ends, so `down` stops what was started here too
         if "postgres" in dead:
             start_postgres(state, state["postgres"]["port"])
-        if "mlflow" in dead:
-            _terminate(tracking_servers(state))  # a server that listens but no longer answers
-            start_mlflow(state, database, state["mlflow"]["port"])
         if "ray_head" in dead:
             _terminate([state["ray_worker"]["pid"]], signal.SIGINT, timeout=15)
             start_ray_head(state, tracking, state["ray_head"]["port"])
             dead.append("ray_worker")
         if "ray_worker" in dead:
             start_ray_worker(state, tracking, address)
+        if "mlflow" in dead:
+            _terminate(tracking_servers(state))  # a server that listens but no longer answers
+            start_mlflow(state, database, state["mlflow"]["port"])
     finally:
         save(state)
     print("restarted: " + ", ".join(dict.fromkeys(dead)))
@@ -384,7 +387,12 @@ def main() -> None:
     global STATE_DIR, ENV_FILE  # where this cluster lives, for every function here
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["up", "down", "status"], help="start, stop or check the local cluster")
-    parser.add_argument("--restart", action="store_true", help="status: start again what is down")
+    parser.add_argument(
+        "--restart",
+        nargs="*",
+        choices=PARTS,
+        help="status: start again what is down (of the parts named; all if none is)",
+    )
     parser.add_argument("--dir", type=Path, default=STATE_DIR, help="its data, logs and pids (default: .cluster/)")
     parser.add_argument("--env-file", type=Path, default=ENV_FILE, help="the addresses (default: .cluster.env)")
     args = parser.parse_args()

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,13 @@ def project_sweep(env: dict, project: Path, cwd: Path, *overrides: str, prefix: 
 # A process in its own pid namespace is pid 1 there, as in a container (unprivileged where the
 # kernel allows user namespaces, as Debian's does).
 AS_PID_1 = ("unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc")
+
+
+def in_session(proc, sid: int) -> bool:
+    try:
+        return os.getsid(proc.pid) == sid
+    except ProcessLookupError:  # it ended meanwhile
+        return False
 
 
 def pid_namespaces() -> bool:
@@ -266,11 +274,12 @@ def test_an_optuna_sweep_on_ray_prunes_through_postgres_and_refills_the_freed_sl
 
 def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_tracking_server(cluster, tmp_path):
     """Faults injected into a 4-job Ray sweep through the real processes: the worker node killed
-    outright while it runs a job (Ray runs the job again on the head node), PostgreSQL restarted, the
-    MLflow server killed and started again by hand with its command line (new pid), the worker node
-    brought back by `make cluster-status RESTART=1`. Every job ends FINISHED with all its epochs, one
-    run per job (the retried job's run continued), nothing RUNNING; `cluster-down` (the last test)
-    then stops the restarted server too."""
+    outright while it runs a job (Ray runs the job again), PostgreSQL restarted, the MLflow server
+    killed; while it is away the worker node is brought back (`make cluster-status RESTART=ray_worker`)
+    and a queued job starts on it and waits for the server; then the server is started again by hand
+    with its command line (new pid). Every job ends FINISHED with all its epochs, one run per job (the
+    retried job's run continued), nothing RUNNING; `cluster-down` (the last test) then stops the
+    restarted server too."""
     env, project, base = cluster
     server, state_dir = env["MLFLOW_TRACKING_URI"], base / "state"
     state = json.loads((state_dir / "state.json").read_text())
@@ -302,7 +311,7 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
         return [r for r in search(f"{children} AND attributes.status = 'RUNNING'") if session(r) == worker]
 
     (lost,) = wait_for(on_worker, timeout=120, what="a job running on the worker node")  # it has 1 CPU
-    node = [p for p in processes.matching(lambda p: os.getsid(p.pid) == worker)]
+    node = [p for p in processes.matching(lambda p: in_session(p, worker))]
     for proc in node:  # the node dies outright: no process of it gets to clean up
         proc.kill()
 
@@ -325,17 +334,22 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
     assert status.returncode != 0 and "mlflow      DOWN" in status.stdout and "ray_worker  DOWN" in status.stdout, (
         status.stdout
     )
+    args = f"CLUSTER_ARGS=--dir {state_dir} --env-file {base / 'cluster.env'}"
+    restarted = run(["make", "cluster-status", "RESTART=ray_worker", args], REPO, env, timeout=300)
+    assert "restarted: ray_worker" in restarted.stdout and not processes.answers(server)
+    new_worker = json.loads((state_dir / "state.json").read_text())["ray_worker"]["pid"]
+
+    def job_on_new_worker() -> list:  # Ray names a worker process by the task it runs
+        return processes.matching(lambda p: in_session(p, new_worker) and "ray::execute_job" in " ".join(p.cmdline()))
+
+    wait_for(job_on_new_worker, timeout=120, what="a job started on the new worker while the server is away")
+    time.sleep(3)  # it has found the server away and is waiting (backoff 1, 2, 4 s)
     with open(state_dir / "mlflow-by-hand.log", "ab") as log:  # as a person would restart it
         subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_for(lambda: processes.answers(server), timeout=120, what="the MLflow server back")
-    run(
-        ["make", "cluster-status", "RESTART=1", f"CLUSTER_ARGS=--dir {state_dir} --env-file {base / 'cluster.env'}"],
-        REPO,
-        env,
-        timeout=300,
-    )
 
-    finished(sweep)
+    out = finished(sweep)
+    assert f"the MLflow tracking server {server} does not answer" in out and "trying again in" in out
     jobs = search(children)
     assert len(jobs) == 4, [tags(j).get("mlflow.runName") for j in jobs]  # one run per job
     assert sorted(tags(j)["sweep.job"] for j in jobs) == ["0", "1", "2", "3"]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn
 
-from mnist_np.experiments import job_runs, launching
+from mnist_np.experiments import launching
 from mnist_np.experiments.optuna_sweeper import OptunaSweeper as _OptunaSweeper
 
 
@@ -33,6 +33,8 @@ class GridSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         """Hydra's grid (less the jobs that finished in the sweep this one resumes), then a FAILED
         run for every failed job that could not open one (job_runs.py)."""
+        from mnist_np.experiments import job_runs  # MLflow: imported when a sweep runs, not for --help
+
         if self.resume:  # the sweep's callback has taken the earlier sweep's job runs over
             self.launcher = launching.SkipFinished(self.launcher, job_runs.finished_jobs())
         returns = super().sweep(arguments)

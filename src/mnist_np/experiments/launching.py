@@ -29,7 +29,6 @@ from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from omegaconf import OmegaConf, open_dict
 
 from .. import processes
-from . import job_runs
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0  # after Ctrl-C or SIGTERM, how long running jobs get to end their runs before they are killed
@@ -67,6 +66,8 @@ def execute_job(idx: int, overrides: Sequence[str], shared: tuple) -> JobReturn:
 def lost(idx: int, overrides: Sequence[str], reason: str) -> JobReturn:
     """The result of job `idx` that returned none (its worker or node died, or it ran too long),
     its MLflow run ended FAILED with the reason at once (or one made for it: job_runs.py)."""
+    from . import job_runs  # here, not at the top: Hydra imports the plugins (this module) for --help, too
+
     log.error("error: job %d failed: %s", idx, reason)
     job_runs.record_failure(idx, overrides, reason)
     return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=JobLost(reason))

@@ -37,7 +37,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from . import STORAGE_ENV, job_runs, launching, pruning
+from . import STORAGE_ENV, launching, pruning
 
 log = logging.getLogger(__name__)
 STUDY_FILE = "optuna.db"
@@ -258,6 +258,8 @@ class OptunaSweeper(Sweeper):
         elif math.isfinite(value):
             study.tell(trial, float(value))
         else:  # the job failed cleanly: its run is FAILED with the reason (or, without a run, one made for it)
+            from . import job_runs  # MLflow: not at the top, which Hydra imports for --help
+
             job_runs.record_failure(idx, ret.overrides, job_runs.failed_before_run(ret))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
