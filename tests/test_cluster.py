@@ -283,7 +283,7 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
     env, project, base = cluster
     server, state_dir = env["MLFLOW_TRACKING_URI"], base / "state"
     state = json.loads((state_dir / "state.json").read_text())
-    epochs, sweep_dir = 600, tmp_path / "sweep"
+    epochs, sweep_dir = 300, tmp_path / "sweep"
     grid = ["hydra/launcher=mnist_ray", "train.lr=0.05,0.1", "model.hidden_size=8,16", f"train.epochs={epochs}"]
     sweep = project_sweep(env, project, tmp_path, *grid, f"hydra.sweep.dir={sweep_dir}")
     experiment_id = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]["experiment_id"]
