@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -195,6 +196,24 @@ def _interruptible() -> None:
     """Ctrl-C's default in a child, whatever this process inherited: a shell starts background jobs
     with SIGINT ignored, and Python then never turns it into KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def held_still(pid: int) -> Iterator[None]:
+    """`pid` stopped (SIGSTOP) for the block, as a job the machine starves, and let go after it.
+    Stopped only at a moment it holds no file lock (/proc/locks): a process stopped inside an SQLite
+    write would stop every other writer of that store with it."""
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        with open("/proc/locks") as locks:
+            if not any(line.split()[4] == str(pid) for line in locks if len(line.split()) > 4):
+                break
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.02)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 class Watched:
