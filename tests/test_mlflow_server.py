@@ -6,39 +6,55 @@ import json
 import os
 import re
 import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import SOURCE, api, browser_page, drawn_marks, migrated_store, sweep
+from helpers import SOURCE, api, browser_page, drawn_marks, migrated_store, project_config, sweep, write_tiny_mnist
 from mnist_np.data import splits
 from mnist_np.experiments import RANK_METRIC
 from mnist_np.tracking import ui
 from mnist_np.tracking.server import local_server
 
-pytestmark = pytest.mark.slow
+# One server and one 4-job sweep into it for both tests (~40 s each to set up): one worker runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tracking-server")]
 
 
-@pytest.fixture
-def server(tmp_path):
-    backend, artifacts = migrated_store(tmp_path / "server.db"), str(tmp_path / "server-artifacts")
-    with local_server(backend, "--artifacts-destination", artifacts) as url:
-        yield url
+@dataclass(frozen=True)
+class Swept:
+    server: str
+    work: Path
+    artifacts: Path
+    printed: list[str]  # what the sweep wrote, stdout then stderr
 
 
-def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
-    raw_dir, cfg = tiny_mnist
-    work = tmp_path / "work"
-    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
-    sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_size=8,16")
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory) -> Iterator[Swept]:
+    """A real `mlflow server` on 127.0.0.1 (SQLite, artifacts served from a folder of its own) and a
+    4-job sweep into it on two joblib slots, as a team member's machine would run it."""
+    tmp = tmp_path_factory.mktemp("server")
+    backend, artifacts = migrated_store(tmp / "server.db"), tmp / "server-artifacts"
+    write_tiny_mnist(tmp / "raw")
+    cfg = project_config("data.val_size=20")  # as the tiny_mnist fixture
+    work = tmp / "work"
+    splits.save(work / "data" / "processed", *splits.prepare(tmp / "raw", cfg.data, SOURCE))
+    with local_server(backend, "--artifacts-destination", str(artifacts)) as url:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url}
+        args = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_size=8,16", "train.lr=0.05,0.1")
+        done = sweep(work, env, *args)
+        yield Swept(url, work, artifacts, (done.stdout + done.stderr).strip().splitlines())
 
+
+def test_sweep_runs_arrive_at_a_tracking_server(swept):
+    server = swept.server
     experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
     found = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
     parents = [r for r, t in zip(found, tags) if t.get("sweep") == "parent"]
     children = [r for r, t in zip(found, tags) if t.get("mlflow.parentRunId")]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 4
     assert all(r["info"]["status"] == "FINISHED" for r in found)
     for child in children:
         metrics = {m["key"] for m in child["data"]["metrics"]}
@@ -46,20 +62,15 @@ def test_sweep_runs_arrive_at_a_tracking_server(server, tiny_mnist, tmp_path):
         listed = api(server, f"artifacts/list?run_id={child['info']['run_id']}&path=weights")
         assert [f["path"] for f in listed["files"]] == ["weights/model.npz"]
     # The artifacts went to the server's destination, not to a local mlartifacts/ folder.
-    assert list((tmp_path / "server-artifacts").rglob("model.npz")) and not (work / "mlartifacts").exists()
+    assert list(swept.artifacts.rglob("model.npz")) and not (swept.work / "mlartifacts").exists()
 
 
-def test_the_printed_link_and_report_answer_the_sweep_in_a_real_browser(server, tiny_mnist, tmp_path):
+def test_the_printed_link_and_report_answer_the_sweep_in_a_real_browser(swept, tmp_path):
     """What a 4-job sweep prints last, opened as a person would, in the distribution's Chromium
     (Playwright) with a fresh profile: the link shows the best run in the first row with its accuracy
     and swept parameters in view, no GenAI page and no pop-up; the report, offline and on a
     phone-sized screen, names the best run first and draws its figures."""
-    raw_dir, cfg = tiny_mnist
-    work = tmp_path / "work"
-    splits.save(work / "data" / "processed", *splits.prepare(raw_dir, cfg.data, SOURCE))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
-    done = sweep(work, env, "model.hidden_size=8,16", "train.lr=0.05,0.1")
-    printed = (done.stdout + done.stderr).strip().splitlines()
+    server, printed = swept.server, swept.printed
     assert "best first" in printed[-1], "\n".join(printed[-8:])
     link = re.search(r"the sweep.s runs, best first: (\S+)$", printed[-1])[1]  # the very last line
     report = Path(next(re.search(r"the sweep's report: (\S+)$", line)[1] for line in printed if "report:" in line))
