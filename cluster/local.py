@@ -155,8 +155,10 @@ def start_postgres(state: dict, port: int | None = None) -> str:
     return f"postgresql+psycopg2://mlflow@{HOST}:{port}"
 
 
-def start_mlflow(state: dict, database: str, port: int | None = None) -> str:
-    port, log = port or port_for("mlflow"), STATE_DIR / "mlflow.log"
+def spawn_mlflow(state: dict, database: str, port: int | None = None) -> subprocess.Popen:
+    """The tracking server on `database`, started; wait_for_mlflow waits until it answers (it
+    migrates its database first: ~15 s, during which `up` starts Ray)."""
+    port = port or port_for("mlflow")
     cmd = [
         str(BIN / "mlflow"),
         "server",
@@ -171,11 +173,18 @@ def start_mlflow(state: dict, database: str, port: int | None = None) -> str:
         "--workers",
         "2",
     ]
-    proc = spawn(cmd, log)
-    url = f"http://{HOST}:{port}"
+    proc = spawn(cmd, STATE_DIR / "mlflow.log")
     state["mlflow"] = {"pid": proc.pid, "port": port}
-    wait_until(lambda: processes.answers(url), "the MLflow server", log, proc)
-    return url
+    return proc
+
+
+def mlflow_url(state: dict) -> str:
+    return f"http://{HOST}:{state['mlflow']['port']}"
+
+
+def wait_for_mlflow(state: dict, proc: subprocess.Popen) -> str:
+    wait_until(lambda: processes.answers(mlflow_url(state)), "the MLflow server", STATE_DIR / "mlflow.log", proc)
+    return mlflow_url(state)
 
 
 def ray_command(*args: str) -> list[str]:
@@ -241,12 +250,15 @@ def up() -> None:
     try:  # the state is saved after each part, so `down` can stop a half-started cluster
         database = start_postgres(state)
         save(state)
-        tracking = start_mlflow(state, database)
+        print("PostgreSQL up; starting the MLflow server and Ray (about half a minute)", flush=True)
+        server = spawn_mlflow(state, database)  # it migrates its database while Ray starts
         save(state)
+        tracking = mlflow_url(state)
         address = start_ray_head(state, tracking)
         save(state)
         start_ray_worker(state, tracking, address)
         save(state)
+        wait_for_mlflow(state, server)
     except BaseException:
         stop(state)
         state_file().unlink(missing_ok=True)
@@ -350,8 +362,7 @@ def status(restart: list[str] | None) -> None:
         print("restart what is down: make cluster-status RESTART=1")
         raise SystemExit(1)
     database = f"postgresql+psycopg2://mlflow@{HOST}:{state['postgres']['port']}"
-    tracking = f"http://{HOST}:{state['mlflow']['port']}"
-    address = f"{HOST}:{state['ray_head']['port']}"
+    tracking, address = mlflow_url(state), f"{HOST}:{state['ray_head']['port']}"
     try:  # the state is saved however this ends, so `down` stops what was started here too
         if "postgres" in dead:
             start_postgres(state, state["postgres"]["port"])
@@ -363,7 +374,7 @@ def status(restart: list[str] | None) -> None:
             start_ray_worker(state, tracking, address)
         if "mlflow" in dead:
             _terminate(tracking_servers(state))  # a server that listens but no longer answers
-            start_mlflow(state, database, state["mlflow"]["port"])
+            wait_for_mlflow(state, spawn_mlflow(state, database, state["mlflow"]["port"]))
     finally:
         save(state)
     print("restarted: " + ", ".join(dict.fromkeys(dead)))

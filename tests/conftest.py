@@ -2,12 +2,10 @@
 Helpers that are not fixtures live in helpers.py.
 
 The suite runs on one pytest-xdist worker per core (pyproject.toml). Tests that share a module-scoped
-fixture carry one `xdist_group`, so that it is built once: test_cluster's cluster and
-test_pipeline_e2e's project, changed test by test, are one group together (several minutes on one
-worker, while the photo captures of test_predict and the rest run on the other: xdist hands out
-groups by their number of tests, and apart they both landed beside the photos); each
-capture condition of test_predict is a group. Models trained for several modules are built once per
-run for all workers (helpers.trained_once)."""
+fixture carry one `xdist_group`, so that it is built once: test_cluster's cluster, test_pipeline_e2e's
+project (changed test by test), test_mlflow_server's server and sweep, and each capture condition of
+test_predict. Models trained for several modules are built once per run for all workers
+(helpers.trained_once)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster-and-e2e")]  # conftest.py: why one group
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # conftest.py: why a group
 
 
 def pg_ctl() -> str | None:

@@ -25,7 +25,7 @@ from helpers import REPO, Watched, browser_page, clean_env, copy_checkout, run, 
 from mnist_np import processes
 from mnist_np.files import sha256_file
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster-and-e2e")]  # conftest.py: why one group
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # conftest.py: why a group
 EPOCHS = 2
 
 
