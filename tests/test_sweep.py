@@ -108,12 +108,6 @@ def test_basic_launcher_grid_gives_one_parent_and_four_children_composed_as_chec
     assert len(list((work / "multirun").glob("*/model.npz"))) == 4
 
 
-def test_joblib_launcher_with_more_jobs_than_workers_loses_nothing(workdir):
-    work, env = workdir
-    sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.lr=0.05,0.2", "model.hidden_size=8,12")
-    check_grid_sweep(env)
-
-
 def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
     work, env = workdir
     small_batches = "train.batch_size=choice(16,32,64)"  # the tiny data has 100 training images
@@ -226,9 +220,12 @@ def test_missing_data_stops_the_sweep_before_any_run(tmp_path):
     assert mlflow.search_runs(search_all_experiments=True).empty
 
 
-def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir):
+def test_a_joblib_grid_with_more_jobs_than_workers_loses_nothing_and_compare_ranks_it(workdir):
+    """Four jobs on two joblib workers, all there; compare.py prints them best first and writes the
+    table and the figures (the first call as a process, as a person runs it; the others in-process)."""
     work, env = workdir
-    sweep(work, env, "train.lr=0.05,0.2", "model.hidden_size=8,12")
+    sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.lr=0.05,0.2", "model.hidden_size=8,12")
+    check_grid_sweep(env)
     cmd = [
         sys.executable,
         COMPARE,
@@ -268,30 +265,19 @@ def test_compare_prints_sorted_table_and_writes_csv_markdown_and_figures(workdir
     parent = runs_in(env).query("`tags.sweep` == 'parent'").iloc[0]
     assert f"the runs of sweep {parent['tags.mlflow.runName']!r} ({parent['run_id']})" in title
 
-    by_loss = subprocess.run(
-        [
-            *(sys.executable, COMPARE, "--experiment", "mnist", "--sort", "test_loss"),
-            *("--csv", "loss.csv", "--no-plots", "--numerics"),
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    by_loss = in_process(
+        COMPARE,
+        ["--experiment", "mnist", "--sort", "test_loss", "--csv", "loss.csv", "--no-plots", "--numerics"],
+        work,
+        env,
     )
-    assert by_loss.returncode == 0 and pd.read_csv(work / "loss.csv")["test_loss"].is_monotonic_increasing
+    assert by_loss.returncode == 0, by_loss.stderr
+    assert pd.read_csv(work / "loss.csv")["test_loss"].is_monotonic_increasing
     # What computed each run (every job of this sweep: the portable numerics, Haswell kernels, one thread).
     computed = pd.read_csv(work / "loss.csv")
     assert set(computed["numerics.mode"]) == {"portable"} and computed["numerics.cpu"].notna().all()
     assert computed["numerics.blas.scipy"].str.contains("Haswell kernels, 1 thread").all()
-    bad = subprocess.run(
-        [sys.executable, COMPARE, "--experiment", "mnist", "--sort", "nonsense", "--no-plots"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    bad = in_process(COMPARE, ["--experiment", "mnist", "--sort", "nonsense", "--no-plots"], work, env)
     assert bad.returncode == 2 and "cannot sort by 'nonsense'" in bad.stderr
 
 
