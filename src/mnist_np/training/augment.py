@@ -195,7 +195,7 @@ class Worker:
         _images, _slots = images, self.slots
         _distorter = Distorter(cfg, image_side(images.shape[1]), fill, np.random.default_rng())
         try:
-            self.pool.submit(int).result()  # fork now
+            self.pid = self.pool.submit(os.getpid).result()  # fork now
         except BaseException:
             self.pool.shutdown(cancel_futures=True)
             raise
@@ -227,7 +227,10 @@ class Worker:
     def __enter__(self) -> Worker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None:  # stopped (Ctrl-C, an error): its chunks are not wanted, so it is not waited for
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
         self.pool.shutdown(cancel_futures=True)
 
 
