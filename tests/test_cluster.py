@@ -238,22 +238,23 @@ def test_runs_logged_at_once_all_arrive(cluster, tmp_path):
 
 def test_an_optuna_sweep_on_ray_prunes_through_postgres_and_refills_the_freed_slot(cluster, tmp_path):
     """Optuna on the Ray launcher, the study on PostgreSQL, its trials queued in a known order: trial
-    0 learns for 150 epochs on one node's CPU while the other takes trial 1 (3 epochs), then trial 2
+    0 learns for 400 epochs on one node's CPU while the other takes trial 1 (3 epochs), then trial 2
     (lr 1e-5: the median pruner stops it after its first epoch, reported from the Ray task through
-    the database), before trial 0 ends."""
+    the database), before trial 0 ends (150 epochs were not always enough: a loaded machine starts
+    Ray's tasks slowly)."""
     env, project, _ = cluster
     study, storage = f"ray-pruning-{os.getpid()}", env["MNIST_NP_OPTUNA_STORAGE"]
     queued = optuna.create_study(study_name=study, storage=storage, direction="maximize")
-    for lr, epochs in ((0.3, 150), (0.3, 3), (1e-5, 150)):
+    for lr, epochs in ((0.3, 400), (0.3, 3), (1e-5, 400)):
         queued.enqueue_trial({"train.lr": lr, "train.epochs": epochs})
     args = ["hydra/launcher=mnist_ray", "hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}"]
     args += ["hydra.sweeper.n_trials=3", "hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_args.n_startup_trials=1"]
-    args += ["train.lr=choice(0.3,0.00001)", "train.epochs=choice(3,150)", "train.batch_size=16", "model.hidden_size=8"]
+    args += ["train.lr=choice(0.3,0.00001)", "train.epochs=choice(3,400)", "train.batch_size=16", "model.hidden_size=8"]
     finished(project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / 'sweep'}"))
 
     trials = optuna.load_study(study_name=study, storage=storage).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"]
-    assert trials[2].last_step == 1 and len(trials[0].intermediate_values) == 150
+    assert trials[2].last_step == 1 and len(trials[0].intermediate_values) == 400
     server = env["MLFLOW_TRACKING_URI"]
     experiment_id = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]["experiment_id"]
     body = {"experiment_ids": [experiment_id], "filter": f"tags.`optuna.study_name` = '{study}'"}
