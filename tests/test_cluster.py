@@ -144,13 +144,21 @@ def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_
 
 
 def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_path):
-    """Two sweep processes with the same seed and, as in two containers, the same pid (1, each in
-    its own pid namespace where the machine allows) share one study: distinct trials, pruning
-    against each other's reports through PostgreSQL."""
+    """Two sweep processes with the same seed and, as in two containers, the same pid (1, each in its
+    own pid namespace where the machine allows) share one study on PostgreSQL. Its first trials are
+    queued: two that learn (200 epochs: each process takes one), then four that crawl (lr 1e-5 and
+    up). The median pruner acts once two trials have finished (n_startup_trials=2), so every crawling
+    trial is pruned against both learners' reports, the other process's among them, and each process
+    prunes some. Then each proposes trials of its own: distinct, though both were given the same seed."""
     env, project, _ = cluster
-    study = f"team-{os.getpid()}"
-    args = ["hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}", "hydra.sweeper.n_trials=4"]
-    args += ["train.batch_size=choice(16,32)", "hydra.sweeper.pruner=median", "hydra.sweeper.seed=7"]
+    study, storage = f"team-{os.getpid()}", env["MNIST_NP_OPTUNA_STORAGE"]
+    queued = optuna.create_study(study_name=study, storage=storage, direction="maximize")
+    learners, crawlers = (0.3, 0.25), (1e-5, 2e-5, 3e-5, 4e-5)
+    for lr in learners + crawlers:  # out of the searched ranges (Optuna warns), as a user's own guesses may be
+        queued.enqueue_trial({"train.lr": lr, "train.epochs": 200})
+    args = ["hydra/sweeper=mnist_optuna", f"hydra.sweeper.study_name={study}", "hydra.sweeper.n_trials=8"]
+    args += ["train.batch_size=choice(16,32)", "train.epochs=int(interval(1,1))", "hydra.sweeper.seed=7"]
+    args += ["hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_args.n_startup_trials=2"]
     as_pid_1 = AS_PID_1 if pid_namespaces() else ()
     workers = [
         project_sweep(env, project, tmp_path, *args, f"hydra.sweep.dir={tmp_path / str(i)}", prefix=as_pid_1)
@@ -158,18 +166,30 @@ def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_pat
     ]
     for worker in workers:
         finished(worker)
-    trials = optuna.load_study(study_name=study, storage=env["MNIST_NP_OPTUNA_STORAGE"]).trials
-    assert len(trials) in (4, 5)  # the study's 4, together; each process may start one past it
+    trials = optuna.load_study(study_name=study, storage=storage).trials
+    assert len(trials) in (8, 9)  # the study's 8, together; each process may start one past it
+    by_lr = {t.params["train.lr"]: t for t in trials}
+    assert len(by_lr) == len(trials)  # no trial repeated another: the proposed ones differ too
+    assert [by_lr[lr].state.name for lr in learners] == ["COMPLETE"] * 2
+    assert [by_lr[lr].state.name for lr in crawlers] == ["PRUNED"] * 4
+    learned = max(by_lr[lr].datetime_complete for lr in learners)
+    assert all(by_lr[lr].datetime_complete >= learned for lr in crawlers)  # pruned once both had finished
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
-    assert all(list(t.intermediate_values) == [1] for t in trials)  # every job reported through PostgreSQL
-    assert len({t.params["train.lr"] for t in trials}) == len(trials)  # no trial repeated another
-    experiment = api(env["MLFLOW_TRACKING_URI"], "experiments/get-by-name?experiment_name=mnist")["experiment"]
-    parents = api(
-        env["MLFLOW_TRACKING_URI"],
-        "runs/search",
-        {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"},
-    )["runs"]
+
+    server = env["MLFLOW_TRACKING_URI"]
+    experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
+    search = {"experiment_ids": [experiment["experiment_id"]], "filter": f"tags.`optuna.study_name` = '{study}'"}
+    parents = api(server, "runs/search", search)["runs"]
     assert len(parents) == 2  # both sweeps' parents, grouped under the study
+    for parent in parents:  # each process ran a learner and pruned crawlers against the other's
+        search["filter"] = f"tags.`mlflow.parentRunId` = '{parent['info']['run_id']}'"
+        children = api(server, "runs/search", search)["runs"]
+        lrs = {
+            float(next(p["value"] for p in c["data"]["params"] if p["key"] == "train.lr")): c["info"]["status"]
+            for c in children
+        }
+        assert [lr for lr in learners if lrs.get(lr) == "FINISHED"], lrs
+        assert [lr for lr in crawlers if lrs.get(lr) == "KILLED"], lrs
     if as_pid_1:
         assert [t["value"] for p in parents for t in p["data"]["tags"] if t["key"] == "process.pid"] == ["1", "1"]
     seeds = {t["value"] for p in parents for t in p["data"]["tags"] if t["key"] == "optuna.sampler_seed"}

@@ -162,19 +162,25 @@ def test_a_fresh_clone_on_other_kernels_reproduces_every_committed_output_byte_f
     )
 
 
-def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project):
-    dest, env, _ = project
+def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project, tmp_path):
+    """`dvc exp run -S` in a copy of the project where a selection was made with `make params`
+    first: the experiment composes conf/ with both, and only training reruns."""
+    _, env, _ = project
+    dest = copy_of(project, tmp_path)
     env = {**env, "MNIST_MIRROR": "/nonexistent"}  # download must not rerun: it would fail
+    run([sys.executable, "pipelines/compose_params.py", "model.init=he", "train.seed=3"], dest, env)
     out = run(
         ["dvc", "exp", "run", "-n", "wide", "-S", "model.hidden_size=32", "-S", "train.lr=0.05"], dest, env
     ).stdout
     assert "Running stage 'train'" in out and "Running stage 'normalize'" not in out
     params = yaml.safe_load((dest / "params.yaml").read_text())
     assert params["model"]["hidden_size"] == 32 and params["train"]["lr"] == 0.05
+    assert (params["model"]["init"], params["train"]["seed"]) == ("he", 3)  # the selection survives
     assert params["train"]["epochs"] == EPOCHS  # the rest still comes from conf/
 
     newest = runs(dest)[-1]
     assert newest.data.params["model.hidden_size"] == "32" and newest.data.tags["dvc.exp_name"] == "wide"
+    assert newest.data.params["model.init"] == "he"
     assert newest.info.run_name == f"wide h32-lr0.05-b32-e{EPOCHS}"
     workspace = json.loads((dest / "reports" / "metrics.json").read_text())  # the experiment's, applied
     assert newest.data.metrics["test_accuracy"] == pytest.approx(workspace["test_accuracy"])
@@ -395,17 +401,6 @@ def test_a_second_dataset_is_one_file_and_one_selection(project, tmp_path):
     assert {d.dataset.name for d in latest.inputs.dataset_inputs} == {"tiny-train", "tiny-val", "tiny-test"}
     digests = json.loads(latest.data.tags["data.sha256"])
     assert digests["train-images-idx3-ubyte.gz"] == sha256_file(paths["train_images"])
-
-
-def test_a_selection_made_with_make_params_survives_dvc_exp_run(project, tmp_path):
-    _, env, _ = project
-    copy = copy_of(project, tmp_path)
-    run([sys.executable, "pipelines/compose_params.py", "model.init=he", "train.seed=3"], copy, env)
-    run(["dvc", "exp", "run", "-n", "selected", "-S", "train.lr=0.05"], copy, env)
-    params = yaml.safe_load((copy / "params.yaml").read_text())
-    assert (params["model"]["init"], params["train"]["seed"], params["train"]["lr"]) == ("he", 3, 0.05)
-    assert params["train"]["epochs"] == EPOCHS  # the rest still comes from conf/
-    assert runs(copy)[-1].data.params["model.init"] == "he"
 
 
 def test_a_stopped_dvc_does_not_leave_its_stage_training(project, tmp_path):
