@@ -105,44 +105,6 @@ def finished(proc: subprocess.Popen) -> str:
     return out
 
 
-def test_a_ray_sweep_from_elsewhere_logs_to_the_server_on_postgres(cluster, tmp_path):
-    env, project, _ = cluster
-    server = env["MLFLOW_TRACKING_URI"]
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    out = finished(
-        project_sweep(
-            env, project, elsewhere, "hydra/launcher=mnist_ray", "train.lr=0.05,0.1", "model.hidden_size=8,16"
-        )
-    )
-    assert "Connected to Ray cluster" in out
-
-    experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
-    found = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
-    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in found]
-    parents = [r for r, t in zip(found, tags) if t.get("sweep") == "parent"]
-    assert len(parents) == 1  # the cluster's store is the test's own
-    parent = parents[0]
-    children = [(r, t) for r, t in zip(found, tags) if t.get("mlflow.parentRunId") == parent["info"]["run_id"]]
-    assert len(children) == 4 and all(r["info"]["status"] == "FINISHED" for r, _ in children)
-    assert len({t["ray.node_id"] for _, t in children}) == 2 and all(t["ray.node_ip"] for _, t in children)
-    # Ray's workers computed as the sweep does (MNIST_NP_NUMERICS through the launcher's runtime_env).
-    assert {t["numerics.mode"] for _, t in children} == {"portable"}
-    assert all("Haswell kernels, 1 thread" in t["numerics.blas.scipy"] for _, t in children)
-    for child, _ in children:
-        assert {"test_accuracy", "kept_val_accuracy"} <= {m["key"] for m in child["data"]["metrics"]}
-        listed = api(server, f"artifacts/list?run_id={child['info']['run_id']}&path=weights")
-        assert [f["path"] for f in listed["files"]] == ["weights/model.npz"]
-    # The runs are rows of the PostgreSQL database behind the server.
-    engine = sqlalchemy.create_engine(env["MNIST_NP_OPTUNA_STORAGE"].rsplit("/", 1)[0] + "/mlflow")
-    with engine.connect() as db:
-        ids = [r["info"]["run_id"] for r, _ in children]
-        rows = db.execute(sqlalchemy.text("SELECT status FROM runs WHERE run_uuid = ANY(:ids)"), {"ids": ids}).all()
-    engine.dispose()
-    assert sorted(status for (status,) in rows) == ["FINISHED"] * 4
-    assert not (elsewhere / "mlruns").exists() and not (elsewhere / "mlflow.db").exists()
-
-
 def test_two_sweep_processes_share_one_optuna_study_on_postgres(cluster, tmp_path):
     """Two sweep processes with the same seed and, as in two containers, the same pid (1, each in its
     own pid namespace where the machine allows) share one study on PostgreSQL. Its first trials are
@@ -300,7 +262,9 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
     and a queued job starts on it and waits for the server; then the server is started again by hand
     with its command line (new pid). Every job ends FINISHED with all its epochs, one run per job (the
     retried job's run continued), nothing RUNNING; `cluster-down` (the last test) then stops the
-    restarted server too."""
+    restarted server too. The sweep runs from a folder outside the project, as a team member's would:
+    its runs, computed as the sweep computes, are rows of the PostgreSQL database behind the server,
+    their weights in the server's artifact store, nothing in that folder."""
     env, project, base = cluster
     server, state_dir = env["MLFLOW_TRACKING_URI"], base / "state"
     state = json.loads((state_dir / "state.json").read_text())
@@ -386,6 +350,21 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
     parent_tags = tags(api(server, f"runs/get?run_id={parent['info']['run_id']}")["run"])
     assert parent_tags["sweep.children"] == "4" and parent_tags["sweep.failed_jobs"] == "0"
     assert not search("attributes.status = 'RUNNING'")
+
+    assert "Connected to Ray cluster" in out
+    # Ray's workers computed as the sweep does (MNIST_NP_NUMERICS through the launcher's runtime_env).
+    assert {tags(j)["numerics.mode"] for j in jobs} == {"portable"}
+    assert all("Haswell kernels, 1 thread" in tags(j)["numerics.blas.scipy"] for j in jobs)
+    for job in jobs:
+        listed = api(server, f"artifacts/list?run_id={job['info']['run_id']}&path=weights")
+        assert [f["path"] for f in listed["files"]] == ["weights/model.npz"]
+    engine = sqlalchemy.create_engine(env["MNIST_NP_OPTUNA_STORAGE"].rsplit("/", 1)[0] + "/mlflow")
+    with engine.connect() as db:  # the runs are rows of the database behind the server
+        ids = [j["info"]["run_id"] for j in jobs]
+        rows = db.execute(sqlalchemy.text("SELECT status FROM runs WHERE run_uuid = ANY(:ids)"), {"ids": ids}).all()
+    engine.dispose()
+    assert sorted(status for (status,) in rows) == ["FINISHED"] * 4
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def started_pids(base: Path) -> set[int]:
