@@ -162,11 +162,10 @@ def test_a_fresh_clone_on_other_kernels_reproduces_every_committed_output_byte_f
     )
 
 
-def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project, tmp_path):
-    """`dvc exp run -S` in a copy of the project where a selection was made with `make params`
-    first: the experiment composes conf/ with both, and only training reruns."""
-    _, env, _ = project
-    dest = copy_of(project, tmp_path)
+def test_exp_run_with_set_params_composes_conf_and_reruns_only_training(project):
+    """`dvc exp run -S` after a selection was made with `make params`: the experiment composes conf/
+    with both, and only training reruns (the project keeps both for the tests after this one)."""
+    dest, env, _ = project
     env = {**env, "MNIST_MIRROR": "/nonexistent"}  # download must not rerun: it would fail
     run([sys.executable, "pipelines/compose_params.py", "model.init=he", "train.seed=3"], dest, env)
     out = run(
