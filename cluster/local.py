@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from mnist_np import processes
+from mnist_np.tracking.server import server_env
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO / ".cluster"  # --dir
@@ -173,7 +174,7 @@ def spawn_mlflow(state: dict, database: str, port: int | None = None) -> subproc
         "--workers",
         "2",
     ]
-    proc = spawn(cmd, STATE_DIR / "mlflow.log")
+    proc = spawn(cmd, STATE_DIR / "mlflow.log", server_env())
     state["mlflow"] = {"pid": proc.pid, "port": port}
     return proc
 

@@ -6,6 +6,7 @@ reruns no stage.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,16 @@ from pathlib import Path
 
 from .. import processes
 from ..errors import UserError
+
+# MLflow 3's server also starts seven job-runner processes (huey consumers, for its GenAI jobs: LLM
+# judges, trace roll-ups) that poll for work all the time: ~14 CPU-seconds to start and about a
+# fifth of a core while idle. Nothing here submits such jobs, so every server we start runs without them.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def server_env() -> dict[str, str]:
+    """This process's environment, for an `mlflow server` started from it (SERVER_ENV)."""
+    return {**os.environ, **SERVER_ENV}
 
 
 @contextlib.contextmanager
@@ -35,7 +46,9 @@ def local_server(backend_store_uri: str, *options: str, timeout_s: float = 120) 
     ]
     url = f"http://{processes.HOST}:{port}"
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([*cmd, "--workers", "1", *options], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*cmd, "--workers", "1", *options], stdout=log, stderr=subprocess.STDOUT, env=server_env()
+        )
         try:
             up = processes.wait_until(lambda: proc.poll() is not None or processes.answers(url), timeout_s, 0.5)
             if not up or proc.poll() is not None:  # timed out, or the server ended
