@@ -22,6 +22,14 @@ import pytest
 from helpers import REPO, Trained, migrated_store, project_config, trained_once, write_tiny_mnist
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with slow tests first (each module's tests kept together and in order), so that the
+    quick in-process tests fill the workers' last minutes instead of one worker finishing a long
+    test alone while the other waits."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_mlflow_store(tmp_path_factory):
     """Tests never write into the repository's mlflow.db. One store for the session, so its schema

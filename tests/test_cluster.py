@@ -5,6 +5,7 @@ Checked through the server's REST API and the database itself."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +273,12 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
     epochs, sweep_dir = 300, tmp_path / "sweep"
     grid = ["hydra/launcher=mnist_ray", "train.lr=0.05,0.1", "model.hidden_size=8,16", f"train.epochs={epochs}"]
     sweep = project_sweep(env, project, tmp_path, *grid, f"hydra.sweep.dir={sweep_dir}")
-    experiment_id = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]["experiment_id"]
+
+    def experiment() -> str | None:  # created by the sweep, unless an earlier test's run did
+        with contextlib.suppress(urllib.error.HTTPError):
+            return api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]["experiment_id"]
+
+    experiment_id = wait_for(experiment, timeout=120, what="the sweep's experiment")
 
     def search(filter_string: str) -> list[dict]:
         body = {"experiment_ids": [experiment_id], "filter": filter_string, "max_results": 100}
