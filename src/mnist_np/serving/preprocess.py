@@ -54,7 +54,8 @@ WORKING_SIDE = 2048  # larger images are shrunk to this while decoding: a digit 
 
 
 def load_gray(path: str | os.PathLike, found: Found | None = None) -> tuple[np.ndarray, str]:
-    """Any image Pillow reads (PNG, JPEG, BMP, ...) as a 2-D float32 array of 0-255 gray levels,
+    """Any image Pillow reads (PNG, JPEG, BMP, ...) as a 2-D array of 0-255 gray levels (uint8 for an
+    8-bit image: read_page converts only the parts it reads closely; float32 for deeper ones),
     with the file's format name. Images over MAX_PIXELS are refused before they are decoded, and
     large ones are shrunk to WORKING_SIDE while decoding, so no file can take much memory. How
     many of the file's pixels each of the array's is goes into `found`."""
@@ -79,7 +80,7 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, str, int]:
                 )
             fmt, side = image.format or "", max(width, height)
             image.draft("L", (WORKING_SIDE, WORKING_SIDE))  # JPEG decodes at a reduced scale directly
-            image = ImageOps.exif_transpose(image)  # a phone's portrait photo stands up
+            ImageOps.exif_transpose(image, in_place=True)  # a phone's portrait photo stands up (no copy)
             if image.mode.startswith(("I", "F")):
                 # 16-bit (or deeper) gray: keep every level, in 0-255 units; Pillow's 8-bit conversion clips.
                 image = image.convert("F")
@@ -94,7 +95,8 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, str, int]:
                 image = Image.alpha_composite(background, image)
             elif image.mode in ("CMYK", "YCbCr", "LAB", "HSV", "P", "1"):
                 image = image.convert("RGB")  # through RGB, so every colour model reads as seen
-            return np.asarray(image.convert("L"), dtype=np.float32), fmt, side
+            gray = image if image.mode == "L" else image.convert("L")  # converting to its own mode copies
+            return np.asarray(gray), fmt, side
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
 
@@ -174,7 +176,7 @@ def digit_parts(labels: np.ndarray, boxes: list, main: int, keep: list[int]) -> 
 def blocks(image: np.ndarray, step: int) -> np.ndarray:
     """The means of `image`'s step x step blocks (a remainder under one block at the edges dropped)."""
     h, w = image.shape[0] // step, image.shape[1] // step
-    rows = np.add.reduceat(image[: h * step, : w * step], np.arange(0, w * step, step), axis=1)
+    rows = np.add.reduceat(image[: h * step, : w * step], np.arange(0, w * step, step), axis=1, dtype=np.float32)
     return np.add.reduceat(rows, np.arange(0, h * step, step), axis=0) * np.float32(1 / step**2)
 
 
@@ -226,11 +228,13 @@ def read_page(
     than MNIST's (pencil, a dim photo) is stretched to full contrast. What was found goes into
     `found` as it is found (an image not readable has its lines there).
     """
-    gray = np.asarray(gray, dtype=np.float32)
+    gray = np.asarray(gray)
+    if gray.dtype != np.uint8:  # 8-bit levels stay so: the page is read at full resolution only near the digit
+        gray = gray.astype(np.float32, copy=False)
     found = Found() if found is None else found
     found.page = gray
     step = max(1, min(round(max(gray.shape) / SCALE_PX), min(gray.shape)))
-    coarse = blocks(gray, step) if step > 1 else gray
+    coarse = blocks(gray, step) if step > 1 else gray.astype(np.float32)
     # One full-resolution pixel per block (its centre, where the block's paper level holds).
     centres = gray[step // 2 :: step, step // 2 :: step][: coarse.shape[0], : coarse.shape[1]]
     # The paper around the digit: a frame a tenth of the image wide (a printed line along an edge
@@ -341,7 +345,7 @@ def load_page(
     gray, fmt = load_gray(path, found)
     if preprocessing != "digits":
         found.page = gray
-        resized = Image.fromarray(gray, mode="F").resize((FIELD, FIELD), Image.Resampling.LANCZOS)
+        resized = Image.fromarray(gray.astype(np.float32), mode="F").resize((FIELD, FIELD), Image.Resampling.LANCZOS)
         return [np.clip(np.asarray(resized, dtype=np.float32), 0, 255)]
     try:
         return read_page(gray, LOSSY_FLOOR if fmt in LOSSY_FORMATS else 0.0, found, several)
