@@ -591,21 +591,21 @@ def junk_page(kind: str, rng: np.random.Generator) -> np.ndarray:
 def test_a_page_without_a_digit_is_not_readable_and_clean_digits_are_read(trained, mnist_mirror, tmp_path):
     """Pages of specks, noise or blank paper with a smudge are "not readable" (with the reason), and
     of CAPTURES clean MNIST test digits at most 2% are turned away with the threshold stored with
-    the model. Issue 23 asks 95% for every kind of page; this holds what is reached (noise 100%,
-    specks 94%, smudges 84% in 200 pages each): a long, soft smudge still reads as a confident 1."""
+    the model: issue 23's bar, 95% of each kind of page (reached: noise 100%, specks 98.5%,
+    smudges 100% of 200 pages each, default model)."""
     root, *_ = trained
     predictor, preprocessing, stored = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
     reading = json.loads((root / "models" / "reading.json").read_text())
     assert stored == reading["reject_below"] and reading["rejected_share_of_validation"] <= 0.01
     rng = np.random.default_rng(0)
-    for kind, reached in (("specks", 90), ("noise", 100), ("smudge", 75)):
+    for kind in ("specks", "noise", "smudge"):
         folder = tmp_path / kind
         folder.mkdir()
         for i in range(100):
             Image.fromarray(np.clip(np.rint(junk_page(kind, rng)), 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
         results = predict_files(sorted(folder.iterdir()), predictor, preprocessing=preprocessing, reject_below=stored)
         unread = [r for r in results if r["readable"] is False and r["reason"]]
-        assert len(unread) >= reached, f"{kind}: {len(unread)} of 100 not readable"
+        assert len(unread) >= 95, f"{kind}: {len(unread)} of 100 not readable"
     clean = tmp_path / "clean"
     clean.mkdir()
     for i, digit in enumerate(read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:CAPTURES]):

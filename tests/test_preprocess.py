@@ -111,6 +111,14 @@ def test_blots_smudges_and_specks_are_not_readable_with_the_reason():
     smudge = page - 100 * np.exp(-((rows - 100) ** 2 + (cols - 100) ** 2) / (2 * 25.0**2))
     with pytest.raises(preprocess.NotReadable, match="smudge"):
         preprocess.to_mnist(smudge.astype(np.float32))
+    streak = page - 90 * np.exp(-((rows - 100) ** 2) / (2 * 40.0**2) - (cols - 100) ** 2 / (2 * 12.0**2))
+    with pytest.raises(preprocess.NotReadable, match="no edges.*smudge"):  # long and soft: it read as a 1
+        preprocess.to_mnist(streak.astype(np.float32))
+    specks = page.copy()
+    for x, radius in ((95, 6), (112, 3)):  # a 12-pixel speck and a small one beside it: not solid together
+        specks[(rows - 100) ** 2 + (cols - x) ** 2 <= radius**2] = 40
+    with pytest.raises(preprocess.NotReadable, match="round specks"):
+        preprocess.to_mnist(specks)
     bar = page.copy()
     bar[40:160, 95:105] = 30  # a 1 drawn as a solid bar is still a digit
     assert preprocess.to_mnist(bar).max() == 255

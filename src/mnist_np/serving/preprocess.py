@@ -114,6 +114,15 @@ UNEVEN = 8.0  # gray levels the paper's light must vary by around the border bef
 # ink (>= 128) covers at most SOLID_MAX of its own box where that box is not long and thin (a speck,
 # a blot or a smudge's core is solid; MNIST's 99.9th percentile is 0.67; a 1 can be a solid bar).
 MIN_SIDE, SOLID_MAX = 10, 0.68
+# Pen strokes have edges: across a stroke's side the 28x28 ink rises from nothing to full within a
+# pixel or two, so the 90th percentile of the ink's gradient is at least EDGE_MIN gray levels a pixel
+# (MNIST's 60,000 training digits: 119 and up; digits photographed, scaled up 15x or in pencil: 108
+# and up); a smudge or a shadow rises over its whole width (80 at most, tests/test_predict.py's).
+EDGE_MIN = 95.0
+# Strokes are longer than thick: the largest part of the strong 28x28 ink is at least LONG_MIN times
+# as long (its box's longer side) as thick (twice its deepest point's distance from the edge); MNIST's
+# 60,000 training digits: 1.49 and up (a fat 0 or 6). Specks are round (~1), two merged ~2.
+LONG_MIN = 1.4
 DOTS, DOT_SHARE = 5, 0.03  # printed dots: many small parts, each a sliver of the digit's ink
 
 
@@ -322,8 +331,8 @@ def digit_field(parts, gray, step, paper_coarse, sign, offset, low, lines, peak)
 
 
 def judge_strokes(field: np.ndarray) -> None:
-    """Raise NotReadable unless the 28x28 ink looks written: strokes, not a solid speck, blot or
-    smudge (the bound is MNIST's, above)."""
+    """Raise NotReadable unless the 28x28 ink looks written: strokes with edges, not a solid speck,
+    blot or smudge (the bounds are MNIST's, above)."""
     strong = field >= 128
     rows, cols = np.nonzero(strong)
     if not len(rows):
@@ -332,6 +341,16 @@ def judge_strokes(field: np.ndarray) -> None:
     solid = float(strong.sum()) / (height * width)
     if solid > SOLID_MAX and min(height, width) > max(height, width) / 2:  # a bar (a 1) is solid but long
         raise NotReadable(f"the ink is a solid speck, blot or smudge ({solid:.0%} of its box), not strokes")
+    labels, n = ndimage.label(strong, structure=np.ones((3, 3)))
+    largest = labels == 1 + int(np.argmax(ndimage.sum_labels(strong, labels, np.arange(1, n + 1))))
+    rows, cols = np.nonzero(largest)
+    long = (max(np.ptp(rows), np.ptp(cols)) + 1) / (2 * float(ndimage.distance_transform_edt(largest).max()))
+    if long < LONG_MIN:
+        raise NotReadable(f"the ink is round specks ({long:.1f} times as long as thick), not strokes")
+    gradient = np.hypot(*np.gradient(field))
+    edges = float(np.percentile(gradient[field > 8], 90))
+    if edges < EDGE_MIN:
+        raise NotReadable(f"the ink has no edges ({edges:.0f} levels a pixel), like a smudge or a shadow, not strokes")
 
 
 def load_page(
