@@ -4,6 +4,7 @@ written to real PNG/JPEG files; a network trained with the default configuration
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -126,9 +127,9 @@ def test_bad_files_get_their_own_error_and_the_rest_are_predicted(trained, tmp_p
 
 
 def test_mlflow_models_predict_uses_the_logged_pyfunc_model(trained, tmp_path):
+    """`mlflow models predict` on the network (`model`), given raw 0-255 pixels (`raw_pixels`)."""
     root, run_id, uri, images, _ = trained
-    x = splits.transform(images[:8], splits.load_stats(root / "data" / "processed"))
-    payload = {"inputs": x.tolist()}
+    payload = {"inputs": images[:8].reshape(8, -1).astype(float).tolist(), "params": {"raw_pixels": True}}
     (tmp_path / "input.json").write_text(json.dumps(payload))
     done = subprocess.run(
         [
@@ -156,43 +157,59 @@ def test_mlflow_models_predict_uses_the_logged_pyfunc_model(trained, tmp_path):
     assert [p["digit"] for p in predictions] == direct_predictions(root, images[:8]).argmax(axis=1).tolist()
 
 
-def test_mlflow_models_serve_answers_invocations(trained):
-    root, run_id, uri, images, _ = trained
+def test_the_served_reader_answers_image_files_as_mnist_predict_does(trained, tmp_path):
+    """`mlflow models serve` of the run's `reader`: image files sent as base64 (a digit, a number, a
+    page of specks, bytes that are no image) get mnist-predict --json's fields, per digit boxes
+    included, and the threshold can be changed per request."""
+    root, run_id, uri, images, labels = trained
+    Image.fromarray(255 - images[0]).resize((112, 112)).save(tmp_path / "digit.png")
+    page, _ = number_page(images[1:4], np.random.default_rng(0))
+    Image.fromarray(page).save(tmp_path / "number.png")
+    specks = np.full((200, 300), 215, np.uint8)
+    specks[50:53, 40:43] = specks[150:152, 220:223] = 40
+    Image.fromarray(specks).save(tmp_path / "specks.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    files = [tmp_path / name for name in ("digit.png", "number.png", "specks.png", "broken.png")]
+    predictor, preprocessing, stored = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    expected = predict_files(files, predictor, preprocessing=preprocessing, reject_below=stored)
     port = processes.free_port()
     server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            f"runs:/{run_id}/model",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--env-manager",
-            "local",
-        ],
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/reader", "-h", "127.0.0.1", "-p", str(port)]
+        + ["--env-manager", "local"],
         env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": ENV_PATH},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def ask(params: dict) -> list[dict]:
+        encoded = [[base64.b64encode(f.read_bytes()).decode()] for f in files]
+        body = {"dataframe_split": {"columns": ["image"], "data": encoded}, "params": params}
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["predictions"]
+
     try:
         up = processes.wait_until(
             lambda: server.poll() is not None or processes.answers(f"http://127.0.0.1:{port}", "/ping"), 120, 0.5
         )
         assert up and server.poll() is None, "mlflow models serve did not start"
-        expected = direct_predictions(root, images[:16]).argmax(axis=1).tolist()
-        raw = {"inputs": images[:16].reshape(16, -1).astype(float).tolist(), "params": {"raw_pixels": True}}
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps(raw).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
-        assert [p["digit"] for p in predictions] == expected
-        assert all(abs(sum(p[f"p{d}"] for d in range(10)) - 1) < 1e-4 for p in predictions)
+        served = ask({})
+        for i, (answer, local) in enumerate(zip(served, expected)):
+            local = {k: v for k, v in local.items() if k != "file"}
+            if "error" in local:
+                local["error"] = local["error"].replace(str(files[i]), f"image {i}")
+            assert answer == {"image": i, **local}
+        digit, number, unread, broken = served
+        assert digit["digit"] == labels[0] and len(digit["box"]) == 4
+        assert len(number["digits"]) == 3 and all(len(d["box"]) == 4 for d in number["digits"])
+        assert unread["readable"] is False and "specks" in unread["reason"]
+        assert broken["error"].startswith("image 3: not a readable image")
+        strict = ask({"reject_below": 1.0})[0]  # no answer is that sure
+        assert strict["readable"] is False and "not sure" in strict["reason"]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,13 +71,14 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, 
             f"no trained model at {DEFAULT_MODEL.absolute()}; run mnist-predict in the repository after "
             "`make run`, or pass --model (a weights .npz or an MLflow model URI such as runs:/<id>/model)"
         )
-    params = weights.load(model or DEFAULT_MODEL)
     stats = splits.load_stats(stats_dir)
-    return (
-        lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype)),
-        stats["preprocessing"],
-        reading.threshold_beside(model or DEFAULT_MODEL),
-    )
+    predictor = weights_predictor(weights.load(model or DEFAULT_MODEL), stats)
+    return predictor, stats["preprocessing"], reading.threshold_beside(model or DEFAULT_MODEL)
+
+
+def weights_predictor(params: reference.Params, stats: dict) -> Predictor:
+    """The network with these weights, for raw images: the normalize stage's transform (`stats`) first."""
+    return lambda x: reference.predict_proba(params, splits.transform(x, stats).astype(params["W1"].dtype))
 
 
 def save_seen(fields: list[np.ndarray], found: preprocess.Found, result: dict, out_dir: Path, taken: set[str]) -> None:
@@ -178,6 +180,23 @@ def predict_files(
             save_seen(fields, found, results[-1], save_dir, taken)
     settle()
     return results
+
+
+def read_images(
+    images: list[bytes], predictor: Predictor, preprocessing: str = "digits", reject_below: float | None = None
+) -> list[dict]:
+    """predict_files for images given as their files' bytes (the served MLflow model's input): the
+    same fields, with "image" (its index) in place of "file"."""
+    with tempfile.TemporaryDirectory() as folder:
+        files = [Path(folder) / f"image-{i}" for i in range(len(images))]
+        for path, data in zip(files, images):
+            path.write_bytes(data)
+        results = predict_files(files, predictor, preprocessing=preprocessing, reject_below=reject_below)
+    for i, (path, result) in enumerate(zip(files, results)):
+        del result["file"]
+        if "error" in result:
+            result["error"] = result["error"].replace(str(path), f"image {i}")
+    return [{"image": i, **result} for i, result in enumerate(results)]
 
 
 def format_table(results: list[dict]) -> str:

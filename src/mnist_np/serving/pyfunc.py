@@ -1,10 +1,14 @@
-"""The trained network as an MLflow pyfunc model, so `mlflow models predict/serve` can use it.
+"""The trained network as MLflow pyfunc models, so `mlflow models predict/serve` can use it.
 
-Input: a float32 tensor of shape (n, 784), one row per image (row-major 28x28); served as
-{"inputs": [[...784 values...], ...]}. By default the pixels are already normalised exactly like
-the normalize stage's output; with the parameter `raw_pixels=True` they are raw MNIST-style 0-255
-values and the model applies the normalize stage's transform itself (from the stats.json it was
-logged with). Output: a DataFrame with the predicted `digit` and the probabilities `p0` ... `p9`.
+`model`, the network: a float32 tensor of shape (n, 784), one row per image (row-major 28x28);
+served as {"inputs": [[...784 values...], ...]}. By default the pixels are already normalised
+exactly like the normalize stage's output; with the parameter `raw_pixels=True` they are raw
+MNIST-style 0-255 values and the model applies the normalize stage's transform itself (from the
+stats.json it was logged with). Output: a DataFrame with the predicted `digit` and the
+probabilities `p0` ... `p9`.
+
+`reader`, what `mnist-predict --json` does (page_reader.py): image files in a binary column `image`;
+logged here by its code's path, so a training stage does not import the reading code.
 
 A tensor signature rather than 784 named columns: MLflow validates, stores and parses a signature
 per column, which makes logging the model slow (docs/performance.md).
@@ -19,15 +23,18 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import PIL
 import scipy
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from ..data import splits
 from ..model import reference, weights
 from . import reading
 
 MODEL_NAME = "model"  # runs:/<run id>/model
+READER_NAME = "reader"  # runs:/<run id>/reader
 
 
 def probabilities_frame(P: np.ndarray) -> pd.DataFrame:
@@ -49,29 +56,49 @@ class DigitModel(PythonModel):
 
 
 def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None:
-    """Log the pyfunc model into the active run, with a signature and an input example."""
+    """Log the pyfunc models into the active run: `model` (with an input example) and `reader`, each
+    with its signature."""
     example = np.ascontiguousarray(example, dtype=np.float32).reshape(-1, reference.N_INPUTS)
     preprocessing = splits.load_stats(Path(stats_path).parent)["preprocessing"]
     output = probabilities_frame(reference.predict_proba(weights.load(weights_path), example))
+    reject_below = reading.threshold_beside(weights_path)
+    common = {
+        "artifacts": {"weights": str(weights_path), "stats": str(stats_path)},
+        # How a client turns an image into the input (mnist-predict follows it): see preprocess.py,
+        # and the confidence below which its answer is "not readable" (reading.py).
+        "metadata": {"preprocessing": preprocessing, "reject_below": reject_below},
+        # Ship the package with the model so it loads wherever MLflow runs it, and name the
+        # requirements instead of letting MLflow infer them (slow, and it imports everything).
+        "code_paths": [str(Path(__file__).parent)],
+        "pip_requirements": [
+            f"numpy=={np.__version__}",
+            f"scipy=={scipy.__version__}",
+            f"pandas=={pd.__version__}",
+            f"pillow=={PIL.__version__}",
+            f"mlflow=={mlflow.__version__}",
+        ],
+    }
+    reader_signature = ModelSignature(
+        inputs=Schema([ColSpec(DataType.binary, "image")]),
+        params=ParamSchema([ParamSpec("reject_below", DataType.double, reject_below or 0.0)]),
+    )
     with warnings.catch_warnings():
-        # MLflow's advice on integer columns and on type hints does not apply: the signature is explicit.
-        warnings.filterwarnings("ignore", message=".*(integer column|Add type hints).*", category=UserWarning)
+        # MLflow's advice on integer columns, type hints and input examples does not apply: the signatures
+        # are explicit.
+        warnings.filterwarnings(
+            "ignore", message=".*(integer column|Add type hints|input example was not provided).*", category=UserWarning
+        )
         mlflow.pyfunc.log_model(
             name=MODEL_NAME,
             python_model=str(Path(__file__).with_name("served_model.py")),
-            artifacts={"weights": str(weights_path), "stats": str(stats_path)},
             signature=infer_signature(example, output, params={"raw_pixels": False}),
             input_example=example,
-            # How a client turns an image into the input (mnist-predict follows it): see preprocess.py,
-            # and the confidence below which its answer is "not readable" (reading.py).
-            metadata={"preprocessing": preprocessing, "reject_below": reading.threshold_beside(weights_path)},
-            # Ship the package with the model so it loads wherever MLflow runs it, and name the
-            # requirements instead of letting MLflow infer them (slow, and it imports everything).
-            code_paths=[str(Path(__file__).parent)],
-            pip_requirements=[
-                f"numpy=={np.__version__}",
-                f"scipy=={scipy.__version__}",
-                f"pandas=={pd.__version__}",
-                f"mlflow=={mlflow.__version__}",
-            ],
+            **common,
+        )
+        # No input example: MLflow would read it at every logging; docs/serving.md shows a request.
+        mlflow.pyfunc.log_model(
+            name=READER_NAME,
+            python_model=str(Path(__file__).with_name("served_reader.py")),
+            signature=reader_signature,
+            **common,
         )
