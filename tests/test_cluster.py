@@ -27,6 +27,7 @@ from helpers import REPO, SOURCE, api, project_config, run, sweep_cmd, wait_for,
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
+from mnist_np.tracking.server import server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # conftest.py: why a group
 
@@ -336,8 +337,8 @@ def test_a_ray_sweep_survives_a_lost_node_and_restarts_of_its_database_and_track
 
     wait_for(job_on_new_worker, timeout=120, what="a job started on the new worker while the server is away")
     time.sleep(3)  # it has found the server away and is waiting (backoff 1, 2, 4 s)
-    with open(state_dir / "mlflow-by-hand.log", "ab") as log:  # as a person would restart it
-        subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(state_dir / "mlflow-by-hand.log", "ab") as log:  # as a person would restart it (docs/scaling.md)
+        subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=server_env())
     wait_for(lambda: processes.answers(server), timeout=120, what="the MLflow server back")
 
     out = finished(sweep)
