@@ -210,6 +210,9 @@ def test_the_served_reader_answers_image_files_as_mnist_predict_does(trained, tm
         assert broken["error"].startswith("image 3: not a readable image")
         strict = ask({"reject_below": 1.0})[0]  # no answer is that sure
         assert strict["readable"] is False and "not sure" in strict["reason"]
+        mlflow.set_tracking_uri(uri)  # without the parameter, the threshold stored with the network
+        (default,) = mlflow.models.get_model_info(f"runs:/{run_id}/reader").signature.params.params
+        assert (default.name, default.default) == ("reject_below", stored)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -71,9 +71,9 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, 
             f"no trained model at {DEFAULT_MODEL.absolute()}; run mnist-predict in the repository after "
             "`make run`, or pass --model (a weights .npz or an MLflow model URI such as runs:/<id>/model)"
         )
+    params = weights.load(model or DEFAULT_MODEL)  # first: a missing model is the likelier mistake
     stats = splits.load_stats(stats_dir)
-    predictor = weights_predictor(weights.load(model or DEFAULT_MODEL), stats)
-    return predictor, stats["preprocessing"], reading.threshold_beside(model or DEFAULT_MODEL)
+    return weights_predictor(params, stats), stats["preprocessing"], reading.threshold_beside(model or DEFAULT_MODEL)
 
 
 def weights_predictor(params: reference.Params, stats: dict) -> Predictor:
