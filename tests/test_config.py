@@ -156,3 +156,21 @@ def test_a_sweeps_check_sets_values_exactly_as_hydra_composes_them(task):
         # What only Hydra can do (a group, an added or removed key) is left to it.
         for other in (["model=mlp"], ["+train.extra=1"], ["~train.seed"]):
             assert _with_values(base, ["train.lr=0.01"], other) is None
+
+
+def test_what_a_sweep_hands_its_jobs_arrives_in_each_job_unchanged():
+    """The sweep's parent run, store and project reach every job as `hydra.job.env_set` overrides
+    (launching.hand_to_jobs), composed as Hydra composes each job: quotes, backslashes and `${` in a
+    database URL arrive as they were."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from mnist_np.experiments import launching
+
+    env = {"MLFLOW_TRACKING_URI": r"postgresql://u:p'w\x\@h/db${x}", "MNIST_NP_ROOT": "C:\\x\\", "EMPTY": ""}
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        sweep = compose(config_name="selection", overrides=["train.lr=0.1"], return_hydra_config=True)
+        launching.hand_to_jobs(sweep, env)
+        overrides = OmegaConf.to_container(sweep.hydra.overrides.hydra)  # as Hydra's load_sweep_config reads them
+        job = compose(config_name="selection", overrides=overrides, return_hydra_config=True)
+    assert OmegaConf.to_container(job.hydra.job.env_set, resolve=True) == env

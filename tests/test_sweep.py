@@ -8,11 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import optuna
 import pandas as pd
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -45,6 +47,16 @@ def parent_and_children(env: dict) -> tuple[pd.Series, pd.DataFrame]:
     parent = parents.iloc[0]
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"]]
     return parent, children
+
+
+def psutil_clock_offset() -> float:
+    """How far the process start times psutil reports (the `process.started` tag) lie ahead of the
+    wall clock here: psutil counts from the boot time, which the wall clock drifts away from."""
+    before = time.time()
+    with subprocess.Popen(["sleep", "1"]) as child:
+        offset = psutil.Process(child.pid).create_time() - before
+        child.kill()
+    return offset
 
 
 def check_grid_sweep(env: dict, numerics: str = "portable") -> None:
@@ -227,6 +239,12 @@ def test_a_joblib_grid_with_more_jobs_than_workers_loses_nothing_and_compare_ran
     work, env = workdir
     sweep(work, env, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.lr=0.05,0.2", "model.hidden_size=8,12")
     check_grid_sweep(env)
+    # The jobs ran in two workers that the sweep started before it opened its parent run
+    # (launching.start_workers): their imports overlapped its start.
+    parent, children = parent_and_children(env)
+    workers = set(zip(children["tags.process.pid"], children["tags.process.started"].astype(float)))
+    started = max(when for _, when in workers) - psutil_clock_offset()
+    assert len(workers) == 2 and started < parent["start_time"].timestamp(), (workers, parent["start_time"])
     cmd = [
         sys.executable,
         COMPARE,

@@ -32,9 +32,14 @@ class GridSweeper(BasicSweeper):
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         """Hydra's grid (less the jobs that finished in the sweep this one resumes), then a FAILED
-        run for every failed job that could not open one (job_runs.py)."""
+        run for every failed job that could not open one (job_runs.py). On the joblib launcher, the
+        jobs run in the workers the sweep started as it began (launching.start_workers)."""
+        from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
         from mnist_np.experiments import job_runs  # MLflow: imported when a sweep runs, not for --help
 
+        if isinstance(self.launcher, JoblibLauncher):
+            self.launcher = launching.AsFinished(self.launcher)
         if self.resume:  # the sweep's callback has taken the earlier sweep's job runs over
             self.launcher = launching.SkipFinished(self.launcher, job_runs.finished_jobs())
         returns = super().sweep(arguments)
@@ -61,4 +66,5 @@ else:
             return launching.RaySlots(self, capacity, self.job_timeout_s)
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-            return launching.launch_as_finished(self, job_overrides, initial_job_idx)
+            # all submitted at once: Ray queues what waits for a CPU
+            return launching.launch_as_finished(self, job_overrides, initial_job_idx, len(job_overrides))

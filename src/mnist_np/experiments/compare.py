@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from ..errors import UserError
 from ..tracking import liveness
-from . import CURVES, RANK_METRIC, comparison_plots, plots, report
+from . import CURVES, RANK_METRIC, comparison_plots, report
 from .pruning import PRUNED_EPOCH_TAG
 
 SWEPT = ("train.lr", "train.batch_size", "model.hidden_size")  # always shown; others if they vary
@@ -257,15 +258,13 @@ def sweep_report(experiment: str, sweep: str, curves: int = 5) -> str:
     }
     sections += [(heading, drawn[key]) for key, heading in headings.items() if key in drawn]
     best_run = table.iloc[0]
-    try:
-        scored = mlflow.artifacts.load_dict(f"runs:/{best_run['run_id']}/reports/classification.json")
-        sections.append(
-            (
-                f"Confusion matrix of {best_run['run_name']}",
-                plots.confusion_heatmap(scored["confusion_matrix"], best_run["run_name"]),
+    try:  # the picture the best run logged, not drawn again
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=best_run["run_id"], artifact_path="plots/confusion_matrix.png", dst_path=tmp
             )
-        )
-    except (mlflow.exceptions.MlflowException, OSError, KeyError):
+            sections.append((f"Confusion matrix of {best_run['run_name']}", Path(local).read_bytes()))
+    except (mlflow.exceptions.MlflowException, OSError):
         pass  # the best run failed or was stopped before its evaluation
     tags = parent.data.tags
     summary = (

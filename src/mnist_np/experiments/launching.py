@@ -11,6 +11,11 @@ Each job is composed where it runs, as Hydra's joblib launcher does: the driver 
 number and overrides; the Hydra state all jobs share (the config loader, the sweep's config, the
 task function) is sent once (to Ray: one object in its object store, so 10,000 tasks do not carry
 10,000 copies of it; benchmarks/ray_submission.py).
+
+What the sweep's process learns as it starts (its MLflow parent run, the store, the project) reaches
+every job through the job's own Hydra environment (`hand_to_jobs`), not through the environment a
+worker process inherits: so joblib's workers can start, and import what a job runs, while the sweep
+is still opening its parent run (`start_workers`).
 """
 
 from __future__ import annotations
@@ -18,20 +23,22 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from .. import processes
 
 log = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0  # after Ctrl-C or SIGTERM, how long running jobs get to end their runs before they are killed
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 
 
 class JobLost(RuntimeError):
@@ -61,6 +68,57 @@ def execute_job(idx: int, overrides: Sequence[str], shared: tuple) -> JobReturn:
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
+
+
+def hand_to_jobs(config: DictConfig, env: Mapping[str, str]) -> None:
+    """Set `env` in every job of the sweep whose config is `config`, wherever the job runs (in this
+    process, a joblib worker started earlier, a Ray task on another node): as `hydra.job.env_set`
+    entries among the sweep's own Hydra overrides, from which Hydra composes every job
+    (ConfigLoader.load_sweep_config), and which Hydra applies around the job's task function."""
+    overrides = config.hydra.overrides.hydra
+    with read_write(overrides):
+        overrides.extend([f"++hydra.job.env_set.{name}={override_string(value)}" for name, value in env.items()])
+
+
+def override_string(value: str) -> str:
+    """`value` as a quoted string of Hydra's override grammar: a backslash escapes only a quote or the
+    backslashes before one (or before the closing quote), and `${` would start an interpolation."""
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value)
+    return "'" + escaped.replace("${", "\\${") + "'"
+
+
+def start_workers(launcher_cfg: DictConfig, warm_up: Callable[[], None]) -> None:
+    """For a sweep on Hydra's joblib launcher: start its worker processes now, each calling `warm_up`
+    (whose module imports what a job runs: ~3 s of CPU each), on the cores the sweep's process leaves
+    idle while it opens the MLflow store and its parent run (benchmarks/sweep_parallel.py). Its jobs
+    then run in these workers (JoblibSlots: the same loky executor). `stop_workers` undoes it when
+    the sweep cannot start."""
+    if launcher_cfg.get("_target_") != JOBLIB_LAUNCHER:
+        return
+    workers = joblib_width(launcher_cfg.get("n_jobs"))
+    executor = joblib_executor(workers)
+    for _ in range(workers):
+        executor.submit(warm_up)
+    _STARTED.append(executor)
+    log.info("starting %d joblib workers: they load what a job runs while the sweep opens its run", workers)
+
+
+_STARTED: list = []  # the executors start_workers started (stop_workers kills their workers)
+
+
+def stop_workers() -> None:
+    """Kill the workers start_workers started (a sweep that stops before its first job need not wait
+    for their imports)."""
+    while _STARTED:
+        _STARTED.pop().shutdown(wait=False, kill_workers=True)
+
+
+def joblib_executor(workers: int):
+    """joblib's process executor (loky) with `workers` processes: the same executor, and processes,
+    for every call with the same number."""
+    from joblib.externals.loky import get_reusable_executor
+
+    return get_reusable_executor(max_workers=workers, reuse=True)
 
 
 def lost(idx: int, overrides: Sequence[str], reason: str) -> JobReturn:
@@ -103,10 +161,8 @@ class JoblibSlots:
     run KILLED, and are killed if they have not exited STOP_GRACE_S later."""
 
     def __init__(self, launcher, capacity: int) -> None:
-        from joblib.externals.loky import get_reusable_executor
-
         self.capacity, self.shared = capacity, shared_state(launcher)
-        self.executor = get_reusable_executor(max_workers=capacity, reuse=True)
+        self.executor = joblib_executor(capacity)
         self.pending: dict[futures.Future, tuple[int, list[str]]] = {}
 
     def __enter__(self) -> JoblibSlots:
@@ -135,12 +191,17 @@ class JoblibSlots:
             return
         for future in self.pending:
             future.cancel()
-        # loky's workers are named LokyProcess-N (its resource tracker, also a child, ignores SIGTERM)
-        workers = [p for p in processes.psutil.Process().children() if "LokyProcess" in " ".join(_cmdline(p))]
+        workers = joblib_workers()
         for worker in workers:
             worker.terminate()
         processes.psutil.wait_procs(workers, timeout=STOP_GRACE_S)
         self.executor.shutdown(wait=False, kill_workers=True)
+
+
+def joblib_workers() -> list:
+    """This process's joblib (loky) workers, as psutil processes: named LokyProcess-N (loky's resource
+    tracker, also a child, is not one)."""
+    return [p for p in processes.psutil.Process().children() if "LokyProcess" in " ".join(_cmdline(p))]
 
 
 def _cmdline(proc) -> list[str]:
@@ -255,11 +316,13 @@ def slots(launcher, capacity: int | None):
     return InOrder(launcher)
 
 
-def launch_as_finished(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """Hydra's `launch` on slots: every job submitted (the slots' capacity at a time), each
-    result logged as its job ends, the results returned in the jobs' order."""
+def launch_as_finished(
+    launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, capacity: int | None = None
+) -> list[JobReturn]:
+    """Hydra's `launch` on slots: every job submitted (`capacity` at a time; None: the launcher's
+    width), each result logged as its job ends, the results returned in the jobs' order."""
     results: dict[int, JobReturn] = {}
-    with launcher.slots(len(job_overrides)) as running:  # all submitted: Ray queues what waits for a CPU
+    with slots(launcher, capacity) as running:
         queue = list(enumerate(job_overrides, start=initial_job_idx))
         while queue or len(running):
             while queue and len(running) < running.capacity:
@@ -268,6 +331,17 @@ def launch_as_finished(launcher, job_overrides: Sequence[Sequence[str]], initial
                 results[idx] = ret
                 log.info("job %d ended %s (%d of %d)", idx, ret.status.name, len(results), len(job_overrides))
     return [results[i] for i in sorted(results)]
+
+
+class AsFinished:
+    """Hydra's joblib launcher with its jobs run on JoblibSlots (launch_as_finished), in the workers
+    `start_workers` started, each job submitted as a worker frees."""
+
+    def __init__(self, launcher) -> None:
+        self.launcher = launcher
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        return launch_as_finished(self.launcher, job_overrides, initial_job_idx)
 
 
 def joblib_width(n_jobs: int | None) -> int:

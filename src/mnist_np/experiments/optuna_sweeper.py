@@ -170,8 +170,8 @@ class OptunaSweeper(Sweeper):
                 "pruning needs a study storage every job can reach; set hydra.sweeper.storage or "
                 f"${STORAGE_ENV} to a database URL"
             )
-        if storage:
-            os.environ[STORAGE_ENV] = storage  # for the jobs' pruning reports (pruning.py)
+        if storage:  # for the jobs' pruning reports (pruning.py)
+            launching.hand_to_jobs(self.config, {STORAGE_ENV: storage})
         name = self.study_name or f"mnist-{datetime.now():%Y%m%d-%H%M%S-%f}"
         # Processes sharing a named study must each draw differently, or they would all propose the
         # same trials: their samplers get a random seed (the seed plus the pid repeated in containers,

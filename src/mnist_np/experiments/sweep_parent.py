@@ -5,8 +5,8 @@ child run per job (sweep_job.py).
 process: before any job starts it checks every combination the sweep will launch (for Optuna,
 every bound and choice of the search space) against the schema and the prepared data, makes sure
 the store and experiment exist (so parallel workers never race to create them) and opens the
-parent run. Jobs find the parent through an environment variable, which in-process jobs and
-worker processes started afterwards inherit. When the sweep ends, however it ends, the parent
+parent run. Jobs find the parent, the store and the project through environment variables, set
+in each job by Hydra wherever it runs (launching.hand_to_jobs). When the sweep ends, however it ends, the parent
 records the best finished child and ends FINISHED, FAILED (some job failed) or KILLED.
 
 A job that fails (training diverged, say) ends its own run FAILED with the reason and the sweep
@@ -41,7 +41,7 @@ from omegaconf import DictConfig
 from .. import cli, files
 from ..errors import UserError
 from ..tracking import liveness, runs, store, ui
-from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, job_runs, pruning, report
+from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, job_runs, launching, pruning, report, sweep_job
 from .compare import SWEPT, latest_sweep, sweep_report, varying_params
 from .job_data import project_root
 from .sweep_check import check_sweep
@@ -74,23 +74,29 @@ class SweepCallback(Callback):
         self.resume_hint: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exceptions into warnings and starts the jobs anyway, without a
+        # parent run; whatever goes wrong here must stop the sweep before any job starts.
+        try:
+            self._open(config)
+        except UserError as exc:
+            launching.stop_workers()
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(cli.EXIT_USER_ERROR) from exc
+        except Exception as exc:
+            launching.stop_workers()
+            traceback.print_exc()
+            raise SystemExit(1) from exc
+
+    def _open(self, config: DictConfig) -> None:
         root = project_root(config.hydra)
         hydra = config.hydra
         overrides = " ".join(hydra.overrides.task)
         resumed = hydra.sweeper.get("resume")
-        try:
-            cfg = check_sweep(root, config.hydra)
-            experiment_id = store.setup(cfg.tracking.experiment, root)
-            if resumed:
-                check_resumable(MlflowClient(), str(resumed), experiment_id, overrides)
-        # Hydra turns a callback's exceptions into warnings and starts the jobs anyway, without a
-        # parent run; whatever goes wrong here must stop the sweep before any job or run exists.
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(cli.EXIT_USER_ERROR) from exc
-        except Exception as exc:
-            traceback.print_exc()
-            raise SystemExit(1) from exc
+        cfg = check_sweep(root, config.hydra)
+        launching.start_workers(hydra.launcher, sweep_job.loaded)  # while the store and the parent run open
+        experiment_id = store.setup(cfg.tracking.experiment, root)
+        if resumed:
+            check_resumable(MlflowClient(), str(resumed), experiment_id, overrides)
         self.uri = mlflow.get_tracking_uri()
         tags = {
             "entry_point": "hydra-sweep",
@@ -103,6 +109,10 @@ class SweepCallback(Callback):
         }
         client = MlflowClient(self.uri)
         self.parent_id = client.create_run(experiment_id, run_name=f"sweep {overrides}"[:250], tags=tags).info.run_id
+        _HEARTBEATS[self.parent_id] = liveness.Heartbeat(self.parent_id, self.uri).start()
+        _OPEN.append(self)
+        # However the sweep ends (a crash, Ctrl-C, SIGTERM, a failure below), the parent must not stay RUNNING.
+        atexit.register(self.finish, "FAILED")
         if resumed:
             moved = job_runs.adopt(client, experiment_id, str(resumed), self.parent_id)
             client.set_tag(str(resumed), RESUMED_AS_TAG, self.parent_id)
@@ -114,7 +124,6 @@ class SweepCallback(Callback):
             if "resume" in hydra.sweeper
             else None
         )
-        _HEARTBEATS[self.parent_id] = liveness.Heartbeat(self.parent_id, self.uri).start()
         client.log_param(self.parent_id, "sweep.overrides", overrides[:6000])
         client.log_param(self.parent_id, "sweep.launcher", hydra.launcher._target_)
         client.log_param(self.parent_id, "sweep.sweeper", hydra.sweeper._target_)
@@ -122,11 +131,9 @@ class SweepCallback(Callback):
         if space:  # Optuna's search space (a key swept on the command line replaces its entry)
             client.log_param(self.parent_id, "sweep.search_space", ", ".join(f"{k}: {v}" for k, v in space.items()))
             client.log_param(self.parent_id, "sweep.sampler_seed", hydra.sweeper.get("seed"))
-        os.environ[PARENT_ENV] = self.parent_id
-        os.environ[ROOT_ENV] = str(root)
-        _OPEN.append(self)
-        # However the sweep ends (a crash, Ctrl-C, SIGTERM), the parent must not stay RUNNING.
-        atexit.register(self.finish, "FAILED")
+        shared = {PARENT_ENV: self.parent_id, ROOT_ENV: str(root), "MLFLOW_TRACKING_URI": self.uri}
+        os.environ.update(shared)  # for the jobs the basic launcher runs here, and job_runs
+        launching.hand_to_jobs(config, shared)
         log.info("MLflow parent run %s in %s", self.parent_id, self.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
