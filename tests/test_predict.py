@@ -252,15 +252,37 @@ PRINT = np.array([(150, 190, 240), (70, 130, 220), (220, 60, 60), (160, 160, 160
 PRINTED = ("ruled", "squared", "dotted", "box", "crossing")
 
 
+PHOTOS = 8  # pages a photo condition's digits are written on
+
+
 @functools.cache
-def photo_paper() -> tuple[np.ndarray, np.ndarray]:
-    """A 2048 x 1536 page as a phone photographs it: uneven light (60 gray levels from one side to
-    the other) and sensor noise; as levels and as the 8-bit image. Every photo is this page with
-    its digit written somewhere on it: 3M noise draws a photo took most of the condition's time."""
+def photo_pages() -> list[tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]]:
+    """2048 x 1536 pages as a phone photographs them: uneven light (60 gray levels from one side to
+    the other), sensor noise, and the table around the paper beyond one or two of its edges (30-120
+    levels, 5-25% of the frame deep, up to 3 degrees askew, the paper's shadow along the edge); each
+    as levels, as the 8-bit image, and the box (top, bottom, left, right) of paper its digit may go
+    in. Every photo is one of these pages with its digit written on it: 3M noise draws a photo took
+    most of the condition's time."""
     rng = np.random.default_rng(1)
-    page = np.full((1536, 2048), PAPER, np.float32) + np.linspace(-30, 30, 2048, dtype=np.float32)[None, :]
-    page += 3 * rng.standard_normal(page.shape, dtype=np.float32)
-    return page, np.clip(np.rint(page), 0, 255).astype(np.uint8)
+    height, width = 1536, 2048
+    rows, cols = np.ogrid[:height, :width]
+    pages = []
+    for _ in range(PHOTOS):
+        page = np.full((height, width), PAPER, np.float32) + np.linspace(-30, 30, width, dtype=np.float32)[None, :]
+        page += 3 * rng.standard_normal(page.shape, dtype=np.float32)
+        free = [0, height, 0, width]
+        for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+            across, along = (rows, cols - width / 2) if side < 2 else (cols, rows - height / 2)
+            extent = height if side < 2 else width
+            depth, slope = rng.uniform(0.05, 0.25) * extent, np.tan(np.radians(rng.uniform(-3, 3)))
+            inward = (across if side % 2 == 0 else extent - 1 - across) - (depth + slope * along)  # < 0: the table
+            shadow = rng.uniform(0, 50) * np.exp(-np.clip(inward, 0, None) / rng.uniform(20, 80))
+            table = rng.uniform(30, 120) + 6 * rng.standard_normal(page.shape, dtype=np.float32)
+            page = np.where(inward < 0, table, page - shadow).astype(np.float32)
+            reach = int(depth + abs(slope) * max(height, width) / 2) + 20  # the paper starts within this
+            free[side] = reach if side % 2 == 0 else extent - reach
+        pages.append((page, np.clip(np.rint(page), 0, 255).astype(np.uint8), tuple(free)))
+    return pages
 
 
 def draw_line(page: np.ndarray, axis: int, at: float, thickness: int, colour: np.ndarray, span=None) -> None:
@@ -336,8 +358,8 @@ def capture(digit: np.ndarray, condition: str, rng: np.random.Generator) -> tupl
         area += ink[..., None] * (PEN - area)
         return Image.fromarray(np.clip(np.rint(page), 0, 255).astype(np.uint8), "RGB"), "png"
     if condition == "photo":
-        paper, image = photo_paper()
-        top, left = int(rng.integers(0, 1536 - field + 1)), int(rng.integers(0, 2048 - field + 1))
+        paper, image, (top, bottom, left, right) = photo_pages()[int(rng.integers(PHOTOS))]
+        top, left = int(rng.integers(top, bottom - field + 1)), int(rng.integers(left, right - field + 1))
         image = image.copy()
         area = paper[top : top + field, left : left + field]
         image[top : top + field, left : left + field] = np.clip(np.rint(area + ink * (PEN - PAPER)), 0, 255)
@@ -415,13 +437,14 @@ def test_the_image_the_network_saw_is_saved_beside_each_prediction(trained, tmp_
 
 
 def test_the_page_is_saved_with_the_lines_box_and_reading_drawn_on_it(trained, tmp_path):
-    """What a user sees in `<name>.found.png`: the ruling that was taken out tinted magenta, a green
-    box around the digit (where --json's "box" says it is) with the reading above it, and a page
-    without a digit with the reason in red; a form box and a number are drawn too (`make
-    screenshots` keeps all four in docs/img for docs/serving.md)."""
+    """What a user sees in `<name>.found.png`: the ruling that was taken out tinted magenta, the
+    table beyond the page's edge blue, a green box around the digit (where --json's "box" says it
+    is) with the reading above it, and a page without a digit with the reason in red; a form box
+    and a number are drawn too (`make screenshots` keeps all four in docs/img for docs/serving.md)."""
     root, *_, images, labels = trained
     page = np.full((224, 224, 3), PAPER, np.float32)
     draw_line(page, 1, 30, 2, PRINT[1])  # a blue ruling above the digit
+    page[:, 204:] = 70  # the table beyond the page's right edge, photographed with it
     strokes = np.asarray(Image.fromarray(images[0]).resize((112, 112), Image.Resampling.BICUBIC), np.float32) / 255
     area = page[60:172, 80:192]
     area += np.clip(strokes, 0, 1)[..., None] * (PEN - area)
@@ -448,6 +471,8 @@ def test_the_page_is_saved_with_the_lines_box_and_reading_drawn_on_it(trained, t
     scale = drawn.shape[0] / 224  # drawn at least 280 px on its longer side
     line = drawn[round(31 * scale), : round(60 * scale)]  # the ruling, left of the digit
     assert ((line[:, 0] - line[:, 1] > 60) & (line[:, 2] - line[:, 1] > 60)).all()  # magenta
+    table = drawn[:, round(206 * scale) :]
+    assert ((table[..., 2] - table[..., 0] > 60) & (table[..., 1] > table[..., 0])).mean() > 0.95  # blue
     edge, across = round(top * scale) - 2, slice(round(left * scale), round(right * scale))
     frame = drawn[edge - 2 : edge + 2, across]
     assert ((frame[..., 1] - frame[..., 0] > 80).any(axis=0)).mean() > 0.9  # the box's green top edge

@@ -31,14 +31,15 @@ FIELD, BOX = 28, 20
 @dataclasses.dataclass
 class Found:
     """What the preprocessing found on a page, for drawing it (overlay.py): the page as read, its
-    scale against the file, the printed lines taken out (masks on blocks of `step` pixels)
-    and each digit's ink box (top, left, bottom, right) in the page's pixels."""
+    scale against the file, the printed lines taken out and what lies beyond the paper (masks on
+    blocks of `step` pixels), and each digit's ink box (top, left, bottom, right) in the page's pixels."""
 
     page: np.ndarray | None = None
     per_pixel: float = 1.0  # the file's pixels per page pixel (a large file is read smaller)
     lines: tuple[np.ndarray, np.ndarray] | None = None
     step: int = 1
     boxes: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)  # per digit, left to right
+    beyond: np.ndarray | None = None  # what lies beyond the paper's edge (a mask on the blocks)
 
 
 class NotReadable(DataError):
@@ -124,6 +125,9 @@ EDGE_MIN = 95.0
 # 60,000 training digits: 1.49 and up (a fat 0 or 6). Specks are round (~1), two merged ~2.
 LONG_MIN = 1.4
 DOTS, DOT_SHARE = 5, 0.03  # printed dots: many small parts, each a sliver of the digit's ink
+# Beyond the paper (a photo showing the table around the page): far from the paper's level (gray
+# levels), along most of a side, and reaching in from it by a share of the image (printed lines are thinner).
+BEYOND_LEVELS, BEYOND_SPAN, BEYOND_DEPTH = 48.0, 0.6, 0.03
 
 
 def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
@@ -138,6 +142,25 @@ def paper(gray: np.ndarray, dark_ink: bool) -> np.ndarray:
     fill = ndimage.grey_closing if dark_ink else ndimage.grey_opening
     coarse = ndimage.gaussian_filter(fill(coarse, size=(size, size)), sigma=size / 4)
     return ndimage.zoom(coarse, (h / hb, w / wb), order=1, grid_mode=True, mode="nearest")[:h, :w]
+
+
+def beyond_paper(coarse: np.ndarray) -> np.ndarray:
+    """The blocks of a photo that lie beyond the paper's edge (the table, a dark background): far
+    from the paper's level (BEYOND_LEVELS from the median block, which is paper), at least
+    BEYOND_DEPTH of the image deep (a morphological opening with a square that size: printed lines,
+    strokes and the lines' joints with the table drop out), along at least BEYOND_SPAN of one side."""
+    level = np.float32(np.median(coarse))
+    sides = [np.abs(side - level) > BEYOND_LEVELS for side in (coarse[0], coarse[-1], coarse[:, 0], coarse[:, -1])]
+    if not any(side.mean() >= BEYOND_SPAN for side in sides):  # most pages: nothing beyond them in the frame
+        return np.zeros(coarse.shape, bool)
+    far = np.abs(coarse - level) > BEYOND_LEVELS
+    size = max(2, round(BEYOND_DEPTH * min(coarse.shape)))
+    labels, n = ndimage.label(ndimage.binary_opening(far, structure=np.ones((size, size), bool)))
+    beyond = np.zeros(n + 1, bool)
+    for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        beyond[1:] |= np.bincount(side, minlength=n + 1)[1:] >= BEYOND_SPAN * len(side)
+    mask = beyond[labels]
+    return ndimage.binary_dilation(mask, iterations=2) if mask.any() else mask  # and the edge's soft fringe
 
 
 def border_ring(gray: np.ndarray) -> np.ndarray:
@@ -246,6 +269,12 @@ def read_page(
     coarse = blocks(gray, step) if step > 1 else gray.astype(np.float32)
     # One full-resolution pixel per block (its centre, where the block's paper level holds).
     centres = gray[step // 2 :: step, step // 2 :: step][: coarse.shape[0], : coarse.shape[1]]
+    if min(gray.shape) >= PAPER_MODEL_MIN_SIDE:  # a photo may show what lies beyond the page: paper it over
+        beyond = beyond_paper(coarse)
+        if beyond.any():
+            nearest = tuple(ndimage.distance_transform_edt(beyond, return_distances=False, return_indices=True))
+            coarse, centres = coarse[nearest], centres[nearest]
+            found.beyond = beyond
     # The paper around the digit: a frame a tenth of the image wide (a printed line along an edge
     # is a small part of it). Polarity: light paper means dark ink, as people draw; MNIST is the reverse.
     edge = max(1, min(centres.shape) // 10)
