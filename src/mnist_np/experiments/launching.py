@@ -191,17 +191,12 @@ class JoblibSlots:
             return
         for future in self.pending:
             future.cancel()
-        workers = joblib_workers()
+        # loky's workers are named LokyProcess-N (its resource tracker, also a child, ignores SIGTERM)
+        workers = [p for p in processes.psutil.Process().children() if "LokyProcess" in " ".join(_cmdline(p))]
         for worker in workers:
             worker.terminate()
         processes.psutil.wait_procs(workers, timeout=STOP_GRACE_S)
         self.executor.shutdown(wait=False, kill_workers=True)
-
-
-def joblib_workers() -> list:
-    """This process's joblib (loky) workers, as psutil processes: named LokyProcess-N (loky's resource
-    tracker, also a child, is not one)."""
-    return [p for p in processes.psutil.Process().children() if "LokyProcess" in " ".join(_cmdline(p))]
 
 
 def _cmdline(proc) -> list[str]:
