@@ -21,7 +21,8 @@ def learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
 
     Each history has the columns of reports/training.csv (epoch, train_/val_ loss and accuracy).
     """
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 4.2))  # fixed margins: every run's report draws it (plots.confusion_heatmap)
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.9, wspace=0.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for i, (label, h) in enumerate(histories.items()):
         colour = f"C{i % 10}"

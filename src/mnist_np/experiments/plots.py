@@ -15,8 +15,10 @@ def confusion_heatmap(confusion: np.ndarray, run: str = "") -> Figure:
     """Counts with rows = true digit and columns = predicted digit; the colour is the row share."""
     confusion = np.asarray(confusion)
     share = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
-    ax = fig.subplots()
+    # Fixed margins, not a layout engine: every evaluation (each sweep job's) draws this figure, and
+    # constrained layout drew it 1.5x slower for the same picture.
+    fig = Figure(figsize=(6.4, 5.6))
+    ax, bar = fig.add_axes((0.09, 0.08, 0.74, 0.84)), fig.add_axes((0.86, 0.08, 0.03, 0.84))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(confusion):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if share[i, j] > 0.5 else "black")
@@ -26,8 +28,8 @@ def confusion_heatmap(confusion: np.ndarray, run: str = "") -> Figure:
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
     accuracy = np.trace(confusion) / max(confusion.sum(), 1)
-    ax.set_title(f"{run + ': ' if run else ''}test confusion matrix (accuracy {accuracy:.2%})")
-    fig.colorbar(image, ax=ax, label="share of the true digit")
+    fig.suptitle(f"{run + ': ' if run else ''}test confusion matrix (accuracy {accuracy:.2%})", y=0.97)
+    fig.colorbar(image, cax=bar, label="share of the true digit")
     return fig
 
 
@@ -45,7 +47,8 @@ def misclassified_grid(
     rows = max(1, -(-len(shown) // cols))
     side, gap, band = 28, 4, 9  # pixels: a digit, the space between digits, the label above each
     mosaic = np.full((rows * (band + side), cols * (side + gap)), np.nan, dtype=np.float32)
-    fig = Figure(figsize=(cols * 1.1, rows * 1.3 + 0.4), layout="constrained")
+    fig = Figure(figsize=(cols * 1.1, rows * 1.3 + 0.4))  # fixed margins, as confusion_heatmap
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / (rows * 1.3 + 0.4))
     ax = fig.subplots()
     ax.axis("off")
     for k, index in enumerate(shown):
