@@ -5,6 +5,7 @@ Checked through the server's REST API and the database itself."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -22,11 +23,13 @@ import numpy as np
 import optuna
 import pytest
 import sqlalchemy
+from mlflow import MlflowClient
 
 from helpers import REPO, SOURCE, api, project_config, run, sweep_cmd, wait_for, write_tiny_mnist
 from mnist_np import processes
 from mnist_np.data import splits
 from mnist_np.model import reference, weights
+from mnist_np.tracking import store
 from mnist_np.tracking.server import server_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # conftest.py: why a group
@@ -202,6 +205,40 @@ def test_sweeps_starting_together_on_an_empty_database_all_get_the_study_tables(
         assert db.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
 
+def test_sweeps_starting_together_on_a_new_experiment_all_open_it(cluster, monkeypatch):
+    """Every sweep marks its experiment's kind for the UI; two started together on a new experiment
+    both find the mark missing and both write it, and the server's second insert of the row breaks
+    its unique key. Made certain: the test inserts the row itself in a transaction it holds open, so
+    each request to the server waits on it in PostgreSQL; once two wait (the server's two workers),
+    the test commits and both inserts fail. Each sweep's setup must then find the mark there and go on."""
+    env, _, _ = cluster
+    server = env["MLFLOW_TRACKING_URI"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    name = f"together-{os.getpid()}"
+    experiment_id = MlflowClient(server).create_experiment(name)  # as a first sweep's setup would, without the mark
+    database = env["MNIST_NP_OPTUNA_STORAGE"].rsplit("/", 1)[0] + "/mlflow"
+    waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'mlflow' AND wait_event_type = 'Lock'"
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with sqlalchemy.create_engine(database).connect() as holder:
+            held = holder.begin()
+            holder.execute(
+                sqlalchemy.text("INSERT INTO experiment_tags (key, value, experiment_id) VALUES (:k, :v, :e)"),
+                {"k": store.EXPERIMENT_KIND, "v": "custom_model_development", "e": int(experiment_id)},
+            )
+            try:
+                opened = [pool.submit(store.setup, name, REPO) for _ in range(2)]
+                with sqlalchemy.create_engine(database, isolation_level="AUTOCOMMIT").connect() as watch:
+                    wait_for(
+                        lambda: watch.execute(sqlalchemy.text(waiting)).scalar() >= 2,
+                        timeout=60,
+                        what="both sweeps' marks waiting on the held row",
+                    )
+            finally:
+                held.commit()
+        assert [future.result(timeout=60) for future in opened] == [experiment_id] * 2
+    assert MlflowClient(server).get_experiment(experiment_id).tags[store.EXPERIMENT_KIND] == "custom_model_development"
+
+
 def test_runs_logged_at_once_all_arrive(cluster, tmp_path):
     """The load test of the server (benchmarks/tracking_load.py, which measures with 16 processes of
     30 epochs), smaller: 2 processes each log a full run at once; every run, metric step and artifact
@@ -213,10 +250,10 @@ def test_runs_logged_at_once_all_arrive(cluster, tmp_path):
     cmd = [sys.executable, str(REPO / "benchmarks" / "tracking_load.py"), "--weights", str(tmp_path / "model.npz")]
     run([*cmd, "--stats", str(stats), "--processes", "2", "--epochs", "3", "--out", str(out)], tmp_path, env)
     result = json.loads(out.read_text())
-    for store in ("server", "sqlite"):
-        assert result[store]["complete"] and result[store]["runs"] == 2, result[store]
-        assert result[store]["metric_values"] == 2 * 3 * 5 and result[store]["metric_writes_per_s"] > 0
-        assert result[store]["artifact_mb_per_s"] > 0
+    for kind in ("server", "sqlite"):
+        assert result[kind]["complete"] and result[kind]["runs"] == 2, result[kind]
+        assert result[kind]["metric_values"] == 2 * 3 * 5 and result[kind]["metric_writes_per_s"] > 0
+        assert result[kind]["artifact_mb_per_s"] > 0
     # The same files in both stores: the weights and the servable model's, for each run.
     assert result["server"]["artifact_files"] == result["sqlite"]["artifact_files"] >= 2 * 2
 

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import mlflow
@@ -170,16 +170,16 @@ def setup(experiment: str, root: Path | None = None, wait_s: float = 0) -> str:
             location = None
             if uri.startswith("sqlite:"):
                 location = (_sqlite_path(uri).parent / ARTIFACT_DIR / experiment).as_uri()
-            try:
-                client.create_experiment(experiment, artifact_location=location)
-            except mlflow.exceptions.MlflowException:
-                # A server may have created it for another client between our lookup and create;
-                # if not, the failure is real (a full disk).
-                if client.get_experiment_by_name(experiment) is None:
-                    raise
+            unless_another_client_did(
+                lambda: client.create_experiment(experiment, artifact_location=location),
+                lambda: client.get_experiment_by_name(experiment) is not None,
+            )
             found = client.get_experiment_by_name(experiment)
         if EXPERIMENT_KIND not in found.tags:  # the UI then opens on the runs table, not the GenAI overview
-            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, "custom_model_development")
+            unless_another_client_did(
+                lambda: client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, "custom_model_development"),
+                lambda: EXPERIMENT_KIND in client.get_experiment(found.experiment_id).tags,
+            )
     if found.lifecycle_stage == "deleted":
         raise UserError(
             f"MLflow experiment {experiment!r} is deleted in {uri}; restore it "
@@ -188,6 +188,17 @@ def setup(experiment: str, root: Path | None = None, wait_s: float = 0) -> str:
     check_artifacts_writable(found.artifact_location)
     liveness.close_dead_runs(MlflowClient(uri), [found.experiment_id])
     return found.experiment_id
+
+
+def unless_another_client_did(write: Callable[[], object], done: Callable[[], bool]) -> None:
+    """`write`, unless a server did it for another client between our lookup and the write (two sweeps
+    started together on a new experiment: the second insert of a row breaks a unique key); if `done()`
+    does not hold afterwards either, the failure is real (a full disk) and is raised."""
+    try:
+        write()
+    except mlflow.exceptions.MlflowException:
+        if not done():
+            raise
 
 
 @contextlib.contextmanager
