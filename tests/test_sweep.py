@@ -49,6 +49,14 @@ def parent_and_children(env: dict) -> tuple[pd.Series, pd.DataFrame]:
     return parent, children
 
 
+def refused_sweep(work: Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:
+    """helpers.sweep's command run in this process (helpers.in_process), for sweeps refused before
+    their first job: the one-line errors, not a process boundary, are under test here (Hydra's own
+    errors, test_hydras_own_errors_are_one_line_too, are checked through real processes)."""
+    command = sweep_cmd(work, "train.epochs=1", *overrides)
+    return in_process(command[1], command[2:], work, env)
+
+
 def psutil_clock_offset() -> float:
     """How far the process start times psutil reports (the `process.started` tag) lie ahead of the
     wall clock here: psutil counts from the boot time, which the wall clock drifts away from."""
@@ -183,7 +191,7 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
 )
 def test_every_combination_is_checked_before_the_first_job(workdir, overrides, named):
     work, env = workdir
-    done = sweep(work, env, *overrides, check=False)
+    done = refused_sweep(work, env, *overrides)
     assert done.returncode == 2 and named in done.stderr, done.stderr
     assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
     assert runs_in(env).empty  # no parent, no child: nothing started
@@ -219,7 +227,7 @@ def test_hydras_own_errors_are_one_line_too(workdir, arguments, named):
 
 def test_data_settings_other_than_the_prepared_data_are_refused(workdir):
     work, env = workdir
-    done = sweep(work, env, "data.standardize=true", check=False)
+    done = refused_sweep(work, env, "data.standardize=true")
     assert done.returncode == 2 and "data.standardize=True (prepared: False)" in done.stderr
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     assert mlflow.search_runs(search_all_experiments=True).empty
@@ -227,7 +235,7 @@ def test_data_settings_other_than_the_prepared_data_are_refused(workdir):
 
 def test_missing_data_stops_the_sweep_before_any_run(tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    done = sweep(tmp_path, env, "train.lr=0.1", check=False)
+    done = refused_sweep(tmp_path, env, "train.lr=0.1")
     assert done.returncode == 2 and "dvc repro normalize" in done.stderr
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     assert mlflow.search_runs(search_all_experiments=True).empty
