@@ -151,19 +151,20 @@ def test_optuna_sweep_is_seeded_and_maximises_validation_accuracy(workdir):
     assert "train.lr: tag(log, interval(0.005, 1.0))" in description and study.study_name in description
     in_order = children.sort_values("start_time")  # the basic launcher runs the trials one by one
     first = list(zip(in_order["params.train.lr"], in_order["params.model.hidden_size"]))
-    # The same seed proposes the same trials again (the first two are enough to tell).
+    # The same seed proposes the same trials again (the first is enough to tell: its learning rate is
+    # drawn from a continuous range).
     sweep(
         work,
         env,
         "hydra/sweeper=mnist_optuna",
-        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_trials=1",
         small_batches,
         f"hydra.sweep.dir={work / 'again'}",
     )
     runs = runs_in(env)
     latest = runs[runs["tags.sweep"] == "parent"].sort_values("start_time").iloc[-1]
     again = runs[runs["tags.mlflow.parentRunId"] == latest["run_id"]].sort_values("start_time")
-    assert list(zip(again["params.train.lr"], again["params.model.hidden_size"])) == first[:2]
+    assert list(zip(again["params.train.lr"], again["params.model.hidden_size"])) == first[:1]
 
 
 @pytest.mark.parametrize(
