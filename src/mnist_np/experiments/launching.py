@@ -158,7 +158,7 @@ class InOrder:
 class JoblibSlots:
     """`capacity` worker processes of joblib's own executor (loky), a job submitted to each as it
     frees. Stopped (Ctrl-C, SIGTERM), the workers get SIGTERM, so each running job ends its MLflow
-    run KILLED, and are killed if they have not exited STOP_GRACE_S later."""
+    run KILLED, and the workers are killed once those jobs have returned (at most STOP_GRACE_S later)."""
 
     def __init__(self, launcher, capacity: int) -> None:
         self.capacity, self.shared = capacity, shared_state(launcher)
@@ -195,7 +195,9 @@ class JoblibSlots:
         workers = [p for p in processes.psutil.Process().children() if "LokyProcess" in " ".join(_cmdline(p))]
         for worker in workers:
             worker.terminate()
-        processes.psutil.wait_procs(workers, timeout=STOP_GRACE_S)
+        # Each running job ends its run and returns; its worker would then wait for more work (loky's
+        # idle timeout, 10 s), so the jobs are waited for, not the processes.
+        futures.wait(list(self.pending), timeout=STOP_GRACE_S)
         self.executor.shutdown(wait=False, kill_workers=True)
 
 
