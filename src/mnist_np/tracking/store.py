@@ -208,6 +208,10 @@ def _one_process_at_a_time(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:"):
         yield
         return
+    # MLflow imports its SQL store (~1 s) on first use: done here, so processes starting together
+    # (a sweep's joblib workers) import it side by side instead of one after another under the lock.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
     with open(f"{_sqlite_path(uri)}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
