@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PRUNERS = {  # the sweeper's hydra.sweeper.pruner and the arguments measured here
-    "median": {"n_startup_trials": 5, "n_warmup_steps": 2},
+    "median": {"n_startup_trials": 5, "n_warmup_steps": 0},  # the sweeper's default: Optuna's own
     "asha": {},  # SuccessiveHalvingPruner's defaults: keeps the top quarter at each rung
 }
 
