@@ -9,6 +9,7 @@ test_predict. Models trained for several modules are built once per run for all 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,22 @@ import mnist_np  # noqa: F401  (first: it sets up the portable numerics before a
 import pytest
 
 from helpers import REPO, Trained, migrated_store, project_config, trained_once, write_tiny_mnist
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session):
+    """No garbage collection while the test modules import MLflow, pandas, SciPy and matplotlib (each
+    xdist worker imports them all as it collects, and a full collection meanwhile walks every object
+    they have made so far); then what they made moves out of the collector's sight (as each sweep
+    job does, sweep_job.run_job), so the collections during the tests walk only the tests' own
+    objects. make test-fast: 16.2-17.9 s against 17.0-22.3 s without (3 runs each, alternated)."""
+    gc.disable()
+    try:
+        return (yield)
+    finally:
+        gc.collect()
+        gc.freeze()
+        gc.enable()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
