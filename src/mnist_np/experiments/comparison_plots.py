@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 
-def margins(fig: Figure, left: float, right: float, bottom: float, top: float, between: float = 0, columns: int = 1) -> None:
+def margins(
+    fig: Figure, left: float, right: float, bottom: float, top: float, between: float = 0, columns: int = 1
+) -> None:
     """Fixed margins around `fig`'s subplots, in inches (room for tick labels, axis labels, titles),
     and `between` inches between its `columns` side by side, whatever the figure's size."""
     width, height = fig.get_size_inches()
