@@ -210,7 +210,7 @@ def start_ray_head(state: dict, tracking_uri: str, port: int | None = None) -> s
     log = STATE_DIR / "ray-head.log"
     head = spawn(ray_command("--head", "--port", str(port), "--include-dashboard=false"), log, ray_env(tracking_uri))
     state["ray_head"] = {"pid": head.pid, "port": port}
-    wait_until(lambda: ray_nodes(address), "the Ray head node", log, head)
+    wait_for_node(address, set(), "the Ray head node", log, head)
     return address
 
 
@@ -220,27 +220,71 @@ def start_ray_worker(state: dict, tracking_uri: str, address: str) -> None:
     log = STATE_DIR / "ray-worker.log"
     worker = spawn(ray_command("--address", address), log, ray_env(tracking_uri))
     state["ray_worker"] = {"pid": worker.pid}
-    wait_until(lambda: ray_nodes(address) - before, "the Ray worker node", log, worker)
+    wait_for_node(address, before, "the Ray worker node", log, worker)
+
+
+def _alive_nodes_code(address: str, before: set[str]) -> str:
+    """A Ray client that connects to `address` (ray.init waits while the head starts), then asks the
+    cluster every 0.25 s until a node not in `before` is alive, and prints the alive nodes' ids."""
+    return (
+        f"import ray, time\nray.init(address={address!r}, logging_level='ERROR')\n"
+        "while True:\n"
+        "    alive = [n['NodeID'] for n in ray.nodes() if n['Alive']]\n"
+        f"    if set(alive) - {set(before)!r}:\n"
+        "        print('ALIVE_NODES', *alive, flush=True)\n"
+        "        break\n"
+        "    time.sleep(0.25)\n"
+    )
+
+
+def _ray_client(code: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / "python"), "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **RAY_CLIENT_ENV, **ray_auth_env()},
+    )
+
+
+def _alive(stdout: str) -> set[str] | None:
+    found = [line.split()[1:] for line in stdout.splitlines() if line.startswith("ALIVE_NODES")]
+    return set(found[-1]) if found else None  # Ray may print warnings on stdout too
 
 
 def ray_nodes(address: str) -> set[str]:
     """The ids of the alive nodes of the cluster at `address` (none while it is not up)."""
-    code = (
-        f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
-        "print('ALIVE_NODES', *[n['NodeID'] for n in ray.nodes() if n['Alive']])"
-    )
+    client = _ray_client(_alive_nodes_code(address, set()))
     try:
-        done = subprocess.run(
-            [str(BIN / "python"), "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **RAY_CLIENT_ENV, **ray_auth_env()},
-        )
+        out, _ = client.communicate(timeout=60)
     except subprocess.TimeoutExpired:
+        client.kill()
+        client.communicate()
         return set()
-    found = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("ALIVE_NODES")]
-    return set(found[-1]) if done.returncode == 0 and found else set()  # Ray may print warnings on stdout too
+    return (_alive(out) or set()) if client.returncode == 0 else set()
+
+
+def wait_for_node(address: str, before: set[str], what: str, log: Path, node: subprocess.Popen) -> None:
+    """Until a node not in `before` is alive in the cluster at `address`: one client that connects
+    once and asks every 0.25 s (a client started for each question cost ~1.4 s of imports and
+    connecting, and up to 10 s where it connected while a node joined); a new one if it could not
+    connect. A ClusterError if `node` (the process starting it) ends or time runs out first."""
+    client = [_ray_client(_alive_nodes_code(address, before))]
+
+    def joined() -> bool:
+        if client[0].poll() is None:
+            return False
+        if client[0].returncode == 0 and _alive(client[0].stdout.read()) is not None:
+            return True
+        client[0] = _ray_client(_alive_nodes_code(address, before))  # the head was not answering yet
+        return False
+
+    try:
+        wait_until(joined, what, log, node)
+    finally:
+        if client[0].poll() is None:
+            client[0].kill()
+        client[0].communicate()
 
 
 def up() -> None:
