@@ -1,4 +1,4 @@
-"""The four private APIs the project leans on, each for a reason named beside its use: an upgrade that
+"""The five private APIs the project leans on, each for a reason named beside its use: an upgrade that
 moves or changes one fails here, by name, instead of deep inside a sweep or the cluster test."""
 
 from __future__ import annotations
@@ -31,6 +31,16 @@ def test_hydras_caching_config_repository_is_still_what_freezes_a_sweeps_conf():
     assert list(inspect.signature(CachingConfigRepository).parameters) == ["delegate"]
     source = inspect.getsource(ConfigLoaderImpl)
     assert "CachingConfigRepository(self.repository)" in source and "self.repository = " in source
+
+
+def test_mlflows_table_creation_is_still_what_a_new_stores_template_runs(tmp_path):
+    # tracking/store.py builds the template every new SQLite store is copied from with
+    # mlflow.store.db.utils._initialize_tables (MLflow's own first step for an empty database).
+    from mlflow.store.db.utils import _initialize_tables
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    assert list(inspect.signature(_initialize_tables).parameters) == ["engine"]
+    assert "_initialize_tables(self.engine)" in inspect.getsource(SqlAlchemyStore.__init__)
 
 
 def test_optuna_trials_still_carry_the_id_a_pruning_job_needs():

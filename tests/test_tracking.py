@@ -5,6 +5,7 @@ import http.server
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -101,6 +102,32 @@ def test_a_local_server_that_cannot_start_says_why_and_leaves_nothing_running():
     ):
         pass
     assert {p.pid for p in psutil.Process().children(recursive=True)} <= before
+
+
+@pytest.mark.slow  # MLflow's own migration of a store, to compare with: ~1.5 s
+def test_a_new_sqlite_store_is_a_copy_with_the_schema_mlflow_itself_would_create(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    started_ms = time.time() * 1000
+    for name in ("first.db", "second.db"):  # the first builds the template, the second copies it
+        with store._one_process_at_a_time(f"sqlite:///{tmp_path / name}"):
+            pass
+    assert (tmp_path / "cache" / "mnist-np" / f"mlflow-{mlflow.__version__}-tables.db").is_file()
+    MlflowClient(f"sqlite:///{tmp_path / 'own.db'}").search_experiments()  # MLflow migrates this one itself
+
+    def schema(name: str) -> list:
+        """Every table, index and its definition (its lines in any order: MLflow's migrations list a
+        table's constraints in an order that varies from one interpreter to the next), and the revision."""
+        with sqlite3.connect(tmp_path / name) as db:
+            found = db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+            revision = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        return [
+            (kind, item, sorted(line.strip(" ,") for line in (sql or "").splitlines())) for kind, item, sql in found
+        ] + revision
+
+    assert schema("second.db") == schema("own.db")
+    # MLflow adds its Default experiment when it opens the copy: made now, not when the template was.
+    default = MlflowClient(f"sqlite:///{tmp_path / 'second.db'}").get_experiment("0")
+    assert default.name == "Default" and default.creation_time >= started_ms
 
 
 def test_a_run_is_dead_when_its_process_is_gone_or_its_heartbeat_from_another_host_stopped():

@@ -20,7 +20,7 @@ class OptunaSweeper(_OptunaSweeper):
 class GridSweeper(BasicSweeper):
     """Hydra's basic sweeper (every combination of the overrides; conf/hydra/sweeper/mnist_grid.yaml,
     the default) without its second composition of every job before the first starts: the sweep's
-    callback (mnist_np.experiments.sweep_parent.SweepCallback) has already composed every combination and
+    callback (mnist_np.experiments.sweep_callback.SweepCallback) has already composed every combination and
     checked it against the schema and the prepared data. Hydra's pass took ~50 ms a job."""
 
     def __init__(self, max_batch_size: int | None, params: dict | None = None, resume: str | None = None) -> None:

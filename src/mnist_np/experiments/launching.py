@@ -20,12 +20,13 @@ is still opening its parent run (`start_workers`).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -87,10 +88,10 @@ def override_string(value: str) -> str:
     return "'" + escaped.replace("${", "\\${") + "'"
 
 
-def start_workers(launcher_cfg: DictConfig, warm_up: Callable[[], None]) -> None:
-    """For a sweep on Hydra's joblib launcher: start its worker processes now, each calling `warm_up`
-    (whose module imports what a job runs: ~3 s of CPU each), on the cores the sweep's process leaves
-    idle while it opens the MLflow store and its parent run (benchmarks/sweep_parallel.py). Its jobs
+def start_workers(launcher_cfg: DictConfig, module: str) -> None:
+    """For a sweep on Hydra's joblib launcher: start its worker processes now, each importing `module`
+    (what a job runs: ~3 s of CPU each), on the cores the sweep's process leaves idle while it
+    imports MLflow and opens the store and its parent run (benchmarks/sweep_parallel.py). Its jobs
     then run in these workers (JoblibSlots: the same loky executor). `stop_workers` undoes it when
     the sweep cannot start."""
     if launcher_cfg.get("_target_") != JOBLIB_LAUNCHER:
@@ -98,9 +99,13 @@ def start_workers(launcher_cfg: DictConfig, warm_up: Callable[[], None]) -> None
     workers = joblib_width(launcher_cfg.get("n_jobs"))
     executor = joblib_executor(workers)
     for _ in range(workers):
-        executor.submit(warm_up)
+        executor.submit(_load, module)
     _STARTED.append(executor)
     log.info("starting %d joblib workers: they load what a job runs while the sweep opens its run", workers)
+
+
+def _load(module: str) -> None:
+    importlib.import_module(module)
 
 
 _STARTED: list = []  # the executors start_workers started (stop_workers kills their workers)

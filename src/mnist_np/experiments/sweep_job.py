@@ -40,11 +40,6 @@ def ray_node() -> dict[str, str]:
     return {"ray.node_id": node_id, "ray.node_ip": address}
 
 
-def loaded() -> None:
-    """Nothing: a joblib worker that runs it has imported this module, and with it what a job runs
-    (MLflow, NumPy, the stages), before its first job arrives (launching.start_workers)."""
-
-
 def run_job(cfg_node: DictConfig) -> float | pruning.Pruned:
     """One Hydra job: train and evaluate with `cfg_node`, as a child of the sweep's parent run.
 

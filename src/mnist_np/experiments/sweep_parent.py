@@ -1,13 +1,13 @@
 """The sweep's parent run: Hydra sweeps logged to MLflow as one parent run per multirun, one nested
 child run per job (sweep_job.py).
 
-`SweepCallback` (registered under `hydra.callbacks` in conf/config.yaml) runs in the launching
-process: before any job starts it checks every combination the sweep will launch (for Optuna,
-every bound and choice of the search space) against the schema and the prepared data, makes sure
-the store and experiment exist (so parallel workers never race to create them) and opens the
-parent run. Jobs find the parent, the store and the project through environment variables, set
-in each job by Hydra wherever it runs (launching.hand_to_jobs). When the sweep ends, however it ends, the parent
-records the best finished child and ends FINISHED, FAILED (some job failed) or KILLED.
+`SweepParent` is what the sweep's Hydra callback (sweep_callback.py) does in the launching process:
+before any job starts it checks every combination the sweep will launch (for Optuna, every bound and
+choice of the search space) against the schema and the prepared data, makes sure the store and
+experiment exist (so parallel workers never race to create them) and opens the parent run. Jobs find
+the parent, the store and the project through environment variables, set in each job by Hydra
+wherever it runs (launching.hand_to_jobs). When the sweep ends, however it ends, the parent records
+the best finished child and ends FINISHED, FAILED (some job failed) or KILLED.
 
 A job that fails (training diverged, say) ends its own run FAILED with the reason and the sweep
 goes on with the others; the sweep then exits with status 3.
@@ -26,13 +26,10 @@ import os
 import shlex
 import sys
 import time
-import traceback
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
-from hydra.experimental.callback import Callback
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
@@ -41,7 +38,7 @@ from omegaconf import DictConfig
 from .. import cli, files
 from ..errors import UserError
 from ..tracking import liveness, runs, store, ui
-from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, job_runs, launching, pruning, report, sweep_job
+from . import PARENT_ENV, RANK_METRIC, ROOT_ENV, comparison_plots, job_runs, launching, pruning, report
 from .compare import SWEPT, latest_sweep, sweep_report, varying_params
 from .job_data import project_root
 from .sweep_check import check_sweep
@@ -56,44 +53,34 @@ def _parent_children(client: MlflowClient, parent_id: str):
     return mlflow.search_runs([experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'")
 
 
-_OPEN: list[SweepCallback] = []  # sweeps of this process whose parent run is still open
-# Their parents' heartbeats: kept out of the callback, which Hydra ships to every job (a thread cannot be pickled).
+_OPEN: list[SweepParent] = []  # sweeps of this process whose parent run is still open
+# Their parents' heartbeats: kept out of the sweep, which Hydra ships to every job with its callback
+# (a thread cannot be pickled).
 _HEARTBEATS: dict[str, liveness.Heartbeat] = {}
 
 
 def end_open_sweeps(status: str) -> None:
     """End every open sweep's parent (after Ctrl-C or SIGTERM: KILLED; at exit: FAILED)."""
-    for callback in list(_OPEN):
-        callback.finish(status)
+    for sweep in list(_OPEN):
+        sweep.finish(status)
 
 
-class SweepCallback(Callback):
+class SweepParent:
+    """A sweep's MLflow parent run, opened before its first job (`open`) and ended after its last
+    (`end`), or by `finish` however the sweep stops."""
+
     def __init__(self) -> None:
         self.parent_id: str | None = None
         self.uri: str | None = None
         self.resume_hint: str | None = None
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra turns a callback's exceptions into warnings and starts the jobs anyway, without a
-        # parent run; whatever goes wrong here must stop the sweep before any job starts.
-        try:
-            self._open(config)
-        except UserError as exc:
-            launching.stop_workers()
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(cli.EXIT_USER_ERROR) from exc
-        except Exception as exc:
-            launching.stop_workers()
-            traceback.print_exc()
-            raise SystemExit(1) from exc
-
-    def _open(self, config: DictConfig) -> None:
+    def open(self, config: DictConfig) -> None:
+        """Check the sweep's combinations, then open its parent run and hand it to every job."""
         root = project_root(config.hydra)
         hydra = config.hydra
         overrides = " ".join(hydra.overrides.task)
         resumed = hydra.sweeper.get("resume")
         cfg = check_sweep(root, config.hydra)
-        launching.start_workers(hydra.launcher, sweep_job.loaded)  # while the store and the parent run open
         experiment_id = store.setup(cfg.tracking.experiment, root)
         if resumed:
             check_resumable(MlflowClient(), str(resumed), experiment_id, overrides)
@@ -136,14 +123,12 @@ class SweepCallback(Callback):
         launching.hand_to_jobs(config, shared)
         log.info("MLflow parent run %s in %s", self.parent_id, self.uri)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def end(self) -> None:
+        """The sweep ran all its jobs: record the best child and end the parent; exit with status 3
+        when a job failed."""
         if self.parent_id is None:
             return
-        try:
-            failed = self.finish("FINISHED")
-        except Exception as exc:  # Hydra would turn it into a warning and exit 0
-            traceback.print_exc()
-            raise SystemExit(1) from exc
+        failed = self.finish("FINISHED")
         if failed:
             named = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
             print(

@@ -13,6 +13,7 @@ import fcntl
 import logging
 import os
 import shlex
+import shutil
 import sqlite3
 import time
 import urllib.error
@@ -204,7 +205,8 @@ def unless_another_client_did(write: Callable[[], object], done: Callable[[], bo
 @contextlib.contextmanager
 def _one_process_at_a_time(uri: str) -> Iterator[None]:
     """For an SQLite store, hold a lock beside the database: MLflow creates a new store's tables on
-    first use, and two processes doing that at once (two sweeps started together) break each other."""
+    first use, and two processes doing that at once (two sweeps started together) break each other.
+    A new store gets its tables here, from a template (`_with_mlflow_tables`)."""
     if not uri.startswith("sqlite:"):
         yield
         return
@@ -212,9 +214,46 @@ def _one_process_at_a_time(uri: str) -> Iterator[None]:
     # (a sweep's joblib workers) import it side by side instead of one after another under the lock.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
-    with open(f"{_sqlite_path(uri)}.lock", "w") as lock:
+    path = _sqlite_path(uri)
+    with _locked(f"{path}.lock"):
+        if not path.is_file():
+            _with_mlflow_tables(path)
+        yield
+
+
+@contextlib.contextmanager
+def _locked(lock_file: str) -> Iterator[None]:
+    with open(lock_file, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def _with_mlflow_tables(path: Path) -> None:
+    """Create the SQLite store `path` as a copy of an empty one that has MLflow's tables, migrated once
+    per MLflow version and kept in the user's cache ($XDG_CACHE_HOME/mnist-np): MLflow's migrations of
+    a new store take ~1.5 s, a copy milliseconds, and a sweep's jobs wait for its store. MLflow adds its
+    Default experiment when it first opens the copy. Where the cache cannot be written, MLflow
+    migrates the new store itself."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables  # private: tests/test_private_apis.py
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-np"
+    template = cache / f"mlflow-{mlflow.__version__}-tables.db"
+    try:
+        if not template.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            with _locked(f"{template}.lock"):
+                if not template.is_file():
+                    with files.atomic_path(template) as building:
+                        engine = sqlalchemy.create_engine(f"sqlite:///{building}")
+                        try:
+                            _initialize_tables(engine)
+                        finally:
+                            engine.dispose()
+        with files.atomic_path(path) as copy:
+            shutil.copyfile(template, copy)
+    except (OSError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        log.debug("no template for the new MLflow store %s (%s): MLflow creates its tables", path, exc)
 
 
 def project_experiment(root: Path | None = None) -> str:
