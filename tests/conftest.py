@@ -29,7 +29,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto` (pyproject.toml): for the whole suite, one worker more than the cores. Its slow tests
     spend about a quarter of their time waiting (servers and Ray nodes restarting, DVC, polls), and a
     third worker fills those waits: make test on 2 cores took 7 min 46 s instead of 8 min 12 s, the same
-    checkout alternately (2026-12-06). The quick tests do not wait: `-m "not slow"` keeps one per core,
+    checkout one after the other (2026-12-06). The quick tests do not wait: `-m "not slow"` keeps one per core,
     where another worker would only add its ~3 s of imports."""
     if config.option.numprocesses != "auto":
         return None

@@ -128,6 +128,11 @@ def test_a_new_sqlite_store_is_a_copy_with_the_schema_mlflow_itself_would_create
     # MLflow adds its Default experiment when it opens the copy: made now, not when the template was.
     default = MlflowClient(f"sqlite:///{tmp_path / 'second.db'}").get_experiment("0")
     assert default.name == "Default" and default.creation_time >= started_ms
+    # A cache that cannot be written (here a file stands where its folder would be): MLflow migrates.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "own.db"))
+    with store._one_process_at_a_time(f"sqlite:///{tmp_path / 'third.db'}"):
+        MlflowClient(f"sqlite:///{tmp_path / 'third.db'}").search_experiments()
+    assert schema("third.db") == schema("own.db")
 
 
 def test_a_run_is_dead_when_its_process_is_gone_or_its_heartbeat_from_another_host_stopped():
