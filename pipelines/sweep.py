@@ -8,12 +8,14 @@ Needs the prepared data: run `dvc repro normalize` first. Outputs go under multi
 """
 
 import os
+import traceback
 
 import hydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from mnist_np import cli, composition
+from mnist_np.errors import ConfigError
 
 
 @hydra.main(config_path="../conf", config_name="selection", version_base="1.3")
@@ -31,6 +33,10 @@ def run_sweep() -> None:
         main()
     except HydraException as exc:
         raise composition.composition_error(exc) from exc
+    except ValueError as exc:  # Hydra's check of its own flags (-m with --cfg, --resolve without --cfg)
+        if traceback.extract_tb(exc.__traceback__)[-1].name != "_run_hydra":
+            raise
+        raise ConfigError(f"{exc}; see python pipelines/sweep.py --help") from exc
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the sweep's parent ends KILLED, not FAILED
         from mnist_np.experiments import sweep_parent
 

@@ -208,11 +208,12 @@ def test_every_combination_is_checked_before_the_first_job(workdir, overrides, n
             "error: In 'hydra/config': Could not find 'hydra/launcher/nope'; there are: basic,",
         ),
         (["-m", "train.lr=0.1,,"], "error: cannot read the override 'train.lr=0.1,,'"),
+        (["-m", "train.lr=0.1,0.2", "--cfg", "job"], "error: Only one of --run, --multirun, --cfg, --info"),
     ],
 )
 def test_hydras_own_errors_are_one_line_too(workdir, arguments, named):
     """What Hydra rejects before any of our code runs (a single job's overrides, the launcher, the
-    override grammar) reads like every other error: one line, exit 2, no run opened."""
+    override grammar, flags that exclude each other) reads like every other error: one line, exit 2, no run opened."""
     work, env = workdir
     done = subprocess.run(
         [sys.executable, str(REPO / "pipelines" / "sweep.py"), *arguments],
