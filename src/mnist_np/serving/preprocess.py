@@ -358,8 +358,12 @@ def digit_field(parts, gray, step, paper_coarse, sign, offset, low, lines, peak)
     ink = np.clip(ink, 0, 255)
     rows, cols = np.nonzero(ink)
     box = (top + int(rows.min()), left + int(cols.min()), top + int(rows.max()) + 1, left + int(cols.max()) + 1)
-    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return field_of(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]), box
 
+
+def field_of(ink: np.ndarray) -> np.ndarray:
+    """A digit's ink cropped to its box (full resolution, 0-255) -> its 28x28 field, MNIST's way;
+    NotReadable where the ink is not written strokes (judge_strokes)."""
     h, w = ink.shape
     if max(h, w) < MIN_SIDE:
         raise NotReadable(f"the only ink is a speck of {h} x {w} pixels, too small for a digit")
@@ -379,7 +383,7 @@ def digit_field(parts, gray, step, paper_coarse, sign, offset, low, lines, peak)
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
     field[top : top + ink.shape[0], left : left + ink.shape[1]] = ink
     judge_strokes(field)
-    return field, box
+    return field
 
 
 def judge_strokes(field: np.ndarray) -> None:
