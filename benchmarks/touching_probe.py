@@ -1,0 +1,284 @@
+"""Probe, not the product: cutting touching digits apart (issue 23; docs/serving.md, "Digits that touch").
+
+    make run                                 # needs models/model.npz, data/processed/ and data/raw/
+    python benchmarks/touching_probe.py [--count 100] [--out benchmarks/results/touching_probe.json]
+
+The pages are benchmarks/reading_numbers.py's touching numbers (and 1,000 single digits written the
+same way); each column of ink the product makes of a page (read_page's fields, caught as their ink
+reaches preprocess.field_of) is then:
+1. cut by seams: for every bottom pixel, the cheapest top-to-bottom path through the ink, a step
+   sideways costing SIDEWAYS (in full-ink pixels); the local minima of the cost are the candidates;
+2. read piece by piece: every piece between two seams (or an edge) through field_of and the network;
+3. read as a path of pieces: "oracle" counts a number when some path reads it (the best any choice
+   among these seams can do); "counted" lets a column-counting network say how many digits the
+   column holds (the project's own reference network, 3 outputs, trained here on training digits
+   and touching pairs and triples made from them; a column is cut only where "one" has a
+   probability under ONE_BELOW) and takes the likeliest path of that many pieces (paths()).
+Reported for 2-6-digit numbers: read exactly as the product reads them, by "oracle", by "counted";
+and how many single digits "counted" splits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mnist_np.serving import preprocess
+from reading_numbers import GAPS, LENGTHS, REPO, cpu_name, page
+
+SIDEWAYS = 3.0  # a seam's cost for one pixel sideways, in pixels of full ink crossed
+VIEW_HIGH, VIEW_WIDE = 20, 48  # the counter sees a column scaled into this box, in a 24 x 52 field
+TALL = 0.5  # a piece spans at least this share of its column's height
+HEAVY = 0.1  # and holds at least this share of its ink
+CROSSING = 0.3  # a cut's cost, per pixel of full ink it crosses (log-probability units)
+ONE_BELOW = 0.1  # the counter cuts a column only where it gives "one digit" less than this probability
+
+
+def seams(ink: np.ndarray) -> list[tuple[float, np.ndarray]]:
+    """The column's candidate cuts, left to right: for each, the ink it crosses (in full-ink pixels
+    of a 20 px high digit) and the last column left of it per row."""
+    cost = ink / 255.0
+    total, back = cost[0].copy(), np.zeros(ink.shape, np.int8)
+    for row in range(1, ink.shape[0]):
+        left, right = np.r_[np.inf, total[:-1]] + SIDEWAYS, np.r_[total[1:], np.inf] + SIDEWAYS
+        choice = np.argmin(np.stack([left, total, right]), axis=0)
+        total = np.choose(choice, [left, total, right]) + cost[row]
+        back[row] = choice - 1
+    ends = [x for x in range(1, ink.shape[1] - 1) if total[x] <= total[x - 1] and total[x] < total[x + 1]]
+    paths = []
+    for x in ends:
+        path = np.empty(ink.shape[0], int)
+        path[-1] = x
+        for row in range(ink.shape[0] - 1, 0, -1):
+            path[row - 1] = path[row] - back[row, path[row]]
+        paths.append((float(total[x]) * VIEW_HIGH / ink.shape[0], path))
+    return sorted(paths, key=lambda cut: float(np.mean(cut[1])))
+
+
+def lattice(ink: np.ndarray, predictor, field_of) -> dict:
+    """Every piece between two cuts (the column's edges included) that reads as a digit: its
+    probabilities, its width for its height, its share of the column's height and ink; and what
+    each cut crosses."""
+    found = seams(ink)
+    cuts = [None, *(path for _, path in found), None]
+    columns = np.arange(ink.shape[1])[None, :]
+    pieces, fields = {}, []
+    for i in range(len(cuts) - 1):
+        for j in range(i + 1, len(cuts)):
+            keep = np.ones(ink.shape, bool)
+            if cuts[i] is not None:
+                keep &= columns > cuts[i][:, None]
+            if cuts[j] is not None:
+                keep &= columns <= cuts[j][:, None]
+            piece = np.where(keep, ink, 0)
+            rows, cols = np.nonzero(piece)
+            if not len(rows):
+                continue
+            piece = piece[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+            try:
+                fields.append(field_of(piece))
+            except preprocess.NotReadable:  # no digit's strokes
+                continue
+            pieces[i, j] = {
+                "tall": piece.shape[0] / ink.shape[0],
+                "heavy": float(piece.sum() / ink.sum()),
+                "wide": piece.shape[1] / piece.shape[0],
+                "at": len(fields) - 1,
+            }
+    probabilities = predictor(np.stack(fields).reshape(len(fields), -1)) if fields else np.zeros((0, 10))
+    for piece in pieces.values():
+        piece["p"] = probabilities[piece["at"]]
+    return {"nodes": len(cuts), "pieces": pieces, "crossed": [0.0, *(cost for cost, _ in found), 0.0]}
+
+
+def paths(graph: dict, count: int, widths) -> list[dict]:
+    """The likeliest path of exactly `count` pieces (an empty list where there is none): each
+    piece's top probability, how usual its width for its height is among single digits (`widths`)
+    and the ink its left cut crosses (CROSSING per pixel)."""
+    last, best = graph["nodes"] - 1, {(0, 0): (0.0, [])}
+
+    def score(i: int, piece: dict) -> float:
+        return float(np.log(piece["p"].max())) + widths(piece["wide"]) - CROSSING * graph["crossed"][i]
+
+    for j in range(1, last + 1):
+        for k in range(1, count + 1):
+            options = [
+                (best[i, k - 1][0] + score(i, piece), best[i, k - 1][1] + [piece])
+                for (i, end), piece in graph["pieces"].items()
+                if end == j and (i, k - 1) in best and piece["tall"] >= TALL and piece["heavy"] >= HEAVY
+            ]
+            if options:
+                best[j, k] = max(options, key=lambda option: option[0])
+    return best.get((last, count), (0.0, []))[1]
+
+
+def readings(graph: dict, labels: np.ndarray) -> set[int]:
+    """How many of `labels` (from the first) some path through the column reads, each a possible end."""
+    ends, frontier = set(), {(0, 0)}
+    while frontier:
+        node, read = frontier.pop()
+        if node == graph["nodes"] - 1:
+            ends.add(read)
+            continue
+        for (i, j), piece in graph["pieces"].items():
+            if i == node and read < len(labels) and piece["p"].argmax() == labels[read]:
+                frontier.add((j, read + 1))
+    return ends
+
+
+def view(ink: np.ndarray) -> np.ndarray:
+    """A column of ink (cropped, any size) as the counter sees it: scaled into VIEW_HIGH x VIEW_WIDE, centred."""
+    scale = min(VIEW_HIGH / ink.shape[0], VIEW_WIDE / ink.shape[1])
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.Resampling.BILINEAR))
+    out = np.zeros((VIEW_HIGH + 4, VIEW_WIDE + 4), np.float32)
+    top, left = (out.shape[0] - small.shape[0]) // 2, (out.shape[1] - small.shape[1]) // 2
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return out.ravel() / 255
+
+
+def crop(ink: np.ndarray) -> np.ndarray:
+    rows, cols = np.nonzero(ink > 25)
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+
+def touching(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two digits' ink side by side, b's 0-1 pixel over a's columns, up to 6 pixels higher or lower."""
+    a, b = crop(a), crop(b)
+    over, shift = int(rng.integers(0, 2)), int(rng.integers(-6, 7))
+    width = a.shape[1] + b.shape[1] - over
+    both = np.zeros((max(a.shape[0], b.shape[0]) + abs(shift), width), np.float32)
+    both[max(0, -shift) : max(0, -shift) + a.shape[0], : a.shape[1]] = a
+    area = both[max(0, shift) : max(0, shift) + b.shape[0], width - b.shape[1] :]
+    np.maximum(area, b, out=area)
+    return crop(both)
+
+
+def usual_widths(images: np.ndarray):
+    """log of how often single digits are this wide for their height (training digits' ink boxes;
+    a histogram of the log ratio, 40 bins from 0.1 to 3)."""
+    ratios = [crop(image.astype(np.float32)).shape[::-1] for image in images[:20_000]]
+    density, edges = np.histogram(np.log([w / h for w, h in ratios]), 40, (np.log(0.1), np.log(3)), density=True)
+
+    def log_usual(ratio: float) -> float:
+        return float(np.log(density[np.clip(np.searchsorted(edges, np.log(ratio)) - 1, 0, 39)] + 1e-3))
+
+    return log_usual
+
+
+def train_counter(images: np.ndarray, each: int, seed: int = 0) -> dict:
+    from mnist_np.model import reference
+
+    rng = np.random.default_rng(seed)
+
+    def drawn() -> np.ndarray:
+        return images[rng.integers(0, len(images))].astype(np.float32)
+
+    x = np.stack(
+        [view(crop(drawn())) for _ in range(each)]
+        + [view(touching(drawn(), drawn(), rng)) for _ in range(each)]
+        + [view(touching(touching(drawn(), drawn(), rng), drawn(), rng)) for _ in range(each)]
+    )
+    y = np.repeat(np.arange(3), each)
+    params = reference.init_params(64, rng, "he", n_in=x.shape[1], n_out=3)
+    for _ in range(10):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), 64):
+            batch = order[start : start + 64]
+            forward = reference.forward(params, x[batch].T)
+            grads = reference.backward(params, x[batch].T, reference.one_hot(y[batch], 3), forward)
+            reference.update(params, grads, 0.05)
+    return params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "model.npz")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "processed", help="its stats.json")
+    parser.add_argument("--raw", type=Path, default=REPO / "data" / "raw", help="the four MNIST files")
+    parser.add_argument("--count", type=int, default=100, help="numbers of each length")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "touching_probe.json")
+    args = parser.parse_args()
+    from mnist_np.data.idx import read_idx
+    from mnist_np.model import reference
+    from mnist_np.serving.predict import load_predictor
+
+    test_images = read_idx(args.raw / "t10k-images-idx3-ubyte.gz")
+    test_labels = read_idx(args.raw / "t10k-labels-idx1-ubyte.gz")
+    predictor, _, _ = load_predictor(str(args.model), args.data)
+    field_of, caught = preprocess.field_of, []
+
+    def catching(ink: np.ndarray) -> np.ndarray:  # the columns read_page keeps: those that make a field
+        field = field_of(ink)
+        caught.append(ink.copy())
+        return field
+
+    def columns(image: np.ndarray) -> list[np.ndarray]:
+        caught.clear()
+        preprocess.field_of = catching
+        try:
+            preprocess.read_page(image)
+        except preprocess.NotReadable:
+            pass
+        finally:
+            preprocess.field_of = field_of
+        return list(caught)
+
+    started = time.perf_counter()
+    train_images = read_idx(args.raw / "train-images-idx3-ubyte.gz")
+    counter = train_counter(train_images, 12_000)
+    trained_s = time.perf_counter() - started
+    widths = usual_widths(train_images)
+
+    def counted(ink: np.ndarray) -> list[dict]:  # the pieces a column is cut into; none: it is one digit
+        p_one, p_two, p_three = reference.predict_proba(counter, view(crop(ink))[None])[0]
+        if p_one >= ONE_BELOW:
+            return []
+        return paths(lattice(ink, predictor, field_of), 2 if p_two >= p_three else 3, widths)
+
+    rng = np.random.default_rng(0)
+    results = {"count": args.count, "counter_train_s": round(trained_s, 1), "lengths": {}}
+    for n in LENGTHS:
+        product = oracle = by_counter = 0
+        for _ in range(args.count):
+            chosen = rng.integers(0, 2000, n)
+            labels = test_labels[chosen]
+            inks = columns(page(test_images[chosen], GAPS["touching"], rng))
+            fields = [field_of(ink) for ink in inks]
+            read = predictor(np.stack(fields).reshape(len(fields), -1)).argmax(axis=1) if fields else []
+            product += len(read) == n and bool(np.all(read == labels))
+            reached = {0}
+            for ink in inks:
+                graph = lattice(ink, predictor, field_of)
+                reached = {start + end for start in reached for end in readings(graph, labels[start:])}
+            oracle += n in reached
+            digits = []
+            for ink in inks:
+                pieces = counted(ink)
+                if pieces:
+                    digits.extend(int(piece["p"].argmax()) for piece in pieces)
+                else:
+                    digits.append(int(predictor(field_of(ink).reshape(1, -1)).argmax()))
+            by_counter += digits == [int(label) for label in labels]
+        results["lengths"][str(n)] = {
+            "product": product / args.count,
+            "oracle": oracle / args.count,
+            "counted": by_counter / args.count,
+        }
+        print(n, results["lengths"][str(n)], flush=True)
+    split = 0
+    for i in range(2000, 3000):  # single digits, not among the numbers' digits
+        for ink in columns(page(test_images[i : i + 1], GAPS["spaced"], rng)):
+            split += bool(counted(ink))
+    results |= {"singles_split": split, "singles": 1000, "machine": {"cpu": cpu_name()}}
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"single digits split: {split} of 1000; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
