@@ -41,14 +41,19 @@ def page(digits: np.ndarray, gap: tuple[int, int], rng: np.random.Generator) -> 
     return np.clip(np.rint(PAPER - canvas[:, : x + 40] * (PAPER - PEN)), 0, 255).astype(np.uint8)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, results: str) -> argparse.Namespace:
+    """The command line of a benchmark that reads numbers (this one, touching_probe.py)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=REPO / "models" / "model.npz")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "processed", help="its stats.json")
     parser.add_argument("--raw", type=Path, default=REPO / "data" / "raw", help="the four MNIST files")
-    parser.add_argument("--count", type=int, default=200, help="numbers of each length and kind")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "reading_numbers.json")
-    args = parser.parse_args()
+    parser.add_argument("--count", type=int, default=200, help="numbers of each length (and kind)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / results)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = arguments(__doc__, "reading_numbers.json")
     from mnist_np.data.idx import read_idx
     from mnist_np.serving.predict import load_predictor, predict_files
 

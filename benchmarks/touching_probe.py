@@ -1,7 +1,7 @@
 """Probe, not the product: cutting touching digits apart (issue 23; docs/serving.md, "Digits that touch").
 
     make run                                 # needs models/model.npz, data/processed/ and data/raw/
-    python benchmarks/touching_probe.py [--count 100] [--out benchmarks/results/touching_probe.json]
+    python benchmarks/touching_probe.py [--count 200] [--out benchmarks/results/touching_probe.json]
 
 The pages are benchmarks/reading_numbers.py's touching numbers (and 1,000 single digits written the
 same way); each column of ink the product makes of a page (read_page's fields, caught as their ink
@@ -20,16 +20,14 @@ and how many single digits "counted" splits.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from mnist_np.serving import preprocess
-from reading_numbers import GAPS, LENGTHS, REPO, cpu_name, page
+from reading_numbers import GAPS, LENGTHS, arguments, cpu_name, page
 
 SIDEWAYS = 3.0  # a seam's cost for one pixel sideways, in pixels of full ink crossed
 VIEW_HIGH, VIEW_WIDE = 20, 48  # the counter sees a column scaled into this box, in a 24 x 52 field
@@ -197,13 +195,7 @@ def train_counter(images: np.ndarray, each: int, seed: int = 0) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=REPO / "models" / "model.npz")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "processed", help="its stats.json")
-    parser.add_argument("--raw", type=Path, default=REPO / "data" / "raw", help="the four MNIST files")
-    parser.add_argument("--count", type=int, default=100, help="numbers of each length")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "touching_probe.json")
-    args = parser.parse_args()
+    args = arguments(__doc__, "touching_probe.json")
     from mnist_np.data.idx import read_idx
     from mnist_np.model import reference
     from mnist_np.serving.predict import load_predictor
