@@ -15,7 +15,8 @@ reaches preprocess.field_of) is then:
    and touching pairs and triples made from them; a column is cut only where "one" has a
    probability under ONE_BELOW) and takes the likeliest path of that many pieces (paths()).
 Reported for 2-6-digit numbers: read exactly as the product reads them, by "oracle", by "counted";
-and how many single digits "counted" splits.
+for the numbers that are one column of ink, how often the counter counts it right and how often the
+likeliest path of the right count reads it; and how many single digits "counted" splits.
 """
 
 from __future__ import annotations
@@ -227,16 +228,17 @@ def main() -> None:
     trained_s = time.perf_counter() - started
     widths = usual_widths(train_images)
 
-    def counted(ink: np.ndarray) -> list[dict]:  # the pieces a column is cut into; none: it is one digit
+    def count(ink: np.ndarray) -> int:  # how many digits the counter sees in a column
         p_one, p_two, p_three = reference.predict_proba(counter, view(crop(ink))[None])[0]
-        if p_one >= ONE_BELOW:
-            return []
-        return paths(lattice(ink, predictor, field_of), 2 if p_two >= p_three else 3, widths)
+        return 1 if p_one >= ONE_BELOW else 2 if p_two >= p_three else 3
+
+    def read_as(pieces: list[dict]) -> list[int]:
+        return [int(piece["p"].argmax()) for piece in pieces]
 
     rng = np.random.default_rng(0)
     results = {"count": args.count, "counter_train_s": round(trained_s, 1), "lengths": {}}
     for n in LENGTHS:
-        product = oracle = by_counter = 0
+        product = oracle = by_counter = one_column = counted_right = read_at_right_count = 0
         for _ in range(args.count):
             chosen = rng.integers(0, 2000, n)
             labels = test_labels[chosen]
@@ -244,29 +246,33 @@ def main() -> None:
             fields = [field_of(ink) for ink in inks]
             read = predictor(np.stack(fields).reshape(len(fields), -1)).argmax(axis=1) if fields else []
             product += len(read) == n and bool(np.all(read == labels))
+            graphs = [lattice(ink, predictor, field_of) for ink in inks]
             reached = {0}
-            for ink in inks:
-                graph = lattice(ink, predictor, field_of)
+            for graph in graphs:
                 reached = {start + end for start in reached for end in readings(graph, labels[start:])}
             oracle += n in reached
             digits = []
-            for ink in inks:
-                pieces = counted(ink)
-                if pieces:
-                    digits.extend(int(piece["p"].argmax()) for piece in pieces)
-                else:
-                    digits.append(int(predictor(field_of(ink).reshape(1, -1)).argmax()))
-            by_counter += digits == [int(label) for label in labels]
+            for ink, graph, field in zip(inks, graphs, fields):
+                pieces = paths(graph, count(ink), widths) if count(ink) > 1 else []
+                digits += read_as(pieces) if pieces else [int(predictor(field.reshape(1, -1)).argmax())]
+            by_counter += digits == list(labels)
+            if len(inks) == 1:  # the whole number one column: how many digits it holds is known
+                one_column += 1
+                counted_right += count(inks[0]) == n
+                read_at_right_count += read_as(paths(graphs[0], n, widths)) == list(labels)
         results["lengths"][str(n)] = {
             "product": product / args.count,
             "oracle": oracle / args.count,
             "counted": by_counter / args.count,
+            "one_column": one_column,
+            "one_column_counted_right": round(counted_right / max(one_column, 1), 3),
+            "one_column_read_at_right_count": round(read_at_right_count / max(one_column, 1), 3),
         }
         print(n, results["lengths"][str(n)], flush=True)
     split = 0
     for i in range(2000, 3000):  # single digits, not among the numbers' digits
         for ink in columns(page(test_images[i : i + 1], GAPS["spaced"], rng)):
-            split += bool(counted(ink))
+            split += count(ink) > 1 and bool(paths(lattice(ink, predictor, field_of), count(ink), widths))
     results |= {"singles_split": split, "singles": 1000, "machine": {"cpu": cpu_name()}}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"single digits split: {split} of 1000; wrote {args.out}")
