@@ -11,9 +11,10 @@ reaches preprocess.field_of) is then:
 2. read piece by piece: every piece between two seams (or an edge) through field_of and the network;
 3. read as a path of pieces: "oracle" counts a number when some path reads it (the best any choice
    among these seams can do); "counted" lets a column-counting network say how many digits the
-   column holds (the project's own reference network, 3 outputs, trained here on training digits
-   and touching pairs and triples made from them; a column is cut only where "one" has a
-   probability under ONE_BELOW) and takes the likeliest path of that many pieces (paths()).
+   column holds (the project's own reference network, an output per count up to MOST, trained here
+   on training digits and touching columns of them; a column is cut only where "one" has a
+   probability under ONE_BELOW) and takes the likeliest path of that many pieces (paths(): the
+   network's certainty of each piece, the counter's that the piece is one digit, the ink cut).
 Reported for 2-6-digit numbers: read exactly as the product reads them, by "oracle", by "counted";
 for the numbers that are one column of ink, how often the counter counts it right and how often the
 likeliest path of the right count reads it; and how many single digits "counted" splits.
@@ -27,6 +28,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from mnist_np.model import reference
 from mnist_np.serving import preprocess
 from reading_numbers import GAPS, LENGTHS, arguments, cpu_name, page
 
@@ -35,6 +37,8 @@ VIEW_HIGH, VIEW_WIDE = 20, 48  # the counter sees a column scaled into this box,
 TALL = 0.5  # a piece spans at least this share of its column's height
 HEAVY = 0.1  # and holds at least this share of its ink
 CROSSING = 0.3  # a cut's cost, per pixel of full ink it crosses (log-probability units)
+PIECE_ONE = 0.5  # the weight of the counter's "one digit" for a piece against the network's certainty
+MOST = 4  # the counter counts up to this many digits in a column
 ONE_BELOW = 0.1  # the counter cuts a column only where it gives "one digit" less than this probability
 
 
@@ -59,14 +63,14 @@ def seams(ink: np.ndarray) -> list[tuple[float, np.ndarray]]:
     return sorted(paths, key=lambda cut: float(np.mean(cut[1])))
 
 
-def lattice(ink: np.ndarray, predictor, field_of) -> dict:
-    """Every piece between two cuts (the column's edges included) that reads as a digit: its
-    probabilities, its width for its height, its share of the column's height and ink; and what
-    each cut crosses."""
+def lattice(ink: np.ndarray, predictor, field_of, counter: dict) -> dict:
+    """Every piece between two cuts (the column's edges included) that reads as a digit: the
+    network's probabilities, the counter's probability that it is one digit, its share of the
+    column's height and ink; and what each cut crosses."""
     found = seams(ink)
     cuts = [None, *(path for _, path in found), None]
     columns = np.arange(ink.shape[1])[None, :]
-    pieces, fields = {}, []
+    pieces, fields, views = {}, [], []
     for i in range(len(cuts) - 1):
         for j in range(i + 1, len(cuts)):
             keep = np.ones(ink.shape, bool)
@@ -83,26 +87,25 @@ def lattice(ink: np.ndarray, predictor, field_of) -> dict:
                 fields.append(field_of(piece))
             except preprocess.NotReadable:  # no digit's strokes
                 continue
-            pieces[i, j] = {
-                "tall": piece.shape[0] / ink.shape[0],
-                "heavy": float(piece.sum() / ink.sum()),
-                "wide": piece.shape[1] / piece.shape[0],
-                "at": len(fields) - 1,
-            }
-    probabilities = predictor(np.stack(fields).reshape(len(fields), -1)) if fields else np.zeros((0, 10))
-    for piece in pieces.values():
-        piece["p"] = probabilities[piece["at"]]
+            views.append(view(piece))
+            pieces[i, j] = {"tall": piece.shape[0] / ink.shape[0], "heavy": float(piece.sum() / ink.sum())}
+    if fields:
+        probabilities = predictor(np.stack(fields).reshape(len(fields), -1))
+        one = reference.predict_proba(counter, np.stack(views))[:, 0]
+        for piece, p, p_one in zip(pieces.values(), probabilities, one):
+            piece.update(p=p, one=float(p_one))
     return {"nodes": len(cuts), "pieces": pieces, "crossed": [0.0, *(cost for cost, _ in found), 0.0]}
 
 
-def paths(graph: dict, count: int, widths) -> list[dict]:
+def paths(graph: dict, count: int) -> list[dict]:
     """The likeliest path of exactly `count` pieces (an empty list where there is none): each
-    piece's top probability, how usual its width for its height is among single digits (`widths`)
+    piece's top probability, the counter's probability that it is one digit (weighed PIECE_ONE)
     and the ink its left cut crosses (CROSSING per pixel)."""
     last, best = graph["nodes"] - 1, {(0, 0): (0.0, [])}
 
     def score(i: int, piece: dict) -> float:
-        return float(np.log(piece["p"].max())) + widths(piece["wide"]) - CROSSING * graph["crossed"][i]
+        surest, one = np.log(piece["p"].max()), np.log(piece["one"] + 1e-6)
+        return float(surest + PIECE_ONE * one) - CROSSING * graph["crossed"][i]
 
     for j in range(1, last + 1):
         for k in range(1, count + 1):
@@ -158,39 +161,26 @@ def touching(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return crop(both)
 
 
-def usual_widths(images: np.ndarray):
-    """log of how often single digits are this wide for their height (training digits' ink boxes;
-    a histogram of the log ratio, 40 bins from 0.1 to 3)."""
-    ratios = [crop(image.astype(np.float32)).shape[::-1] for image in images[:20_000]]
-    density, edges = np.histogram(np.log([w / h for w, h in ratios]), 40, (np.log(0.1), np.log(3)), density=True)
-
-    def log_usual(ratio: float) -> float:
-        return float(np.log(density[np.clip(np.searchsorted(edges, np.log(ratio)) - 1, 0, 39)] + 1e-3))
-
-    return log_usual
-
-
 def train_counter(images: np.ndarray, each: int, seed: int = 0) -> dict:
-    from mnist_np.model import reference
-
+    """The counter: reference.py's network with an output for each count 1..MOST, trained on `each`
+    columns of each count made of training digits touching."""
     rng = np.random.default_rng(seed)
 
-    def drawn() -> np.ndarray:
-        return images[rng.integers(0, len(images))].astype(np.float32)
+    def column(count: int) -> np.ndarray:
+        ink = crop(images[rng.integers(0, len(images))].astype(np.float32))
+        for _ in range(count - 1):
+            ink = touching(ink, images[rng.integers(0, len(images))].astype(np.float32), rng)
+        return view(ink)
 
-    x = np.stack(
-        [view(crop(drawn())) for _ in range(each)]
-        + [view(touching(drawn(), drawn(), rng)) for _ in range(each)]
-        + [view(touching(touching(drawn(), drawn(), rng), drawn(), rng)) for _ in range(each)]
-    )
-    y = np.repeat(np.arange(3), each)
-    params = reference.init_params(64, rng, "he", n_in=x.shape[1], n_out=3)
+    x = np.stack([column(count) for count in range(1, MOST + 1) for _ in range(each)])
+    y = np.repeat(np.arange(MOST), each)
+    params = reference.init_params(64, rng, "he", n_in=x.shape[1], n_out=MOST)
     for _ in range(10):
         order = rng.permutation(len(y))
         for start in range(0, len(y), 64):
             batch = order[start : start + 64]
             forward = reference.forward(params, x[batch].T)
-            grads = reference.backward(params, x[batch].T, reference.one_hot(y[batch], 3), forward)
+            grads = reference.backward(params, x[batch].T, reference.one_hot(y[batch], MOST), forward)
             reference.update(params, grads, 0.05)
     return params
 
@@ -198,7 +188,6 @@ def train_counter(images: np.ndarray, each: int, seed: int = 0) -> dict:
 def main() -> None:
     args = arguments(__doc__, "touching_probe.json")
     from mnist_np.data.idx import read_idx
-    from mnist_np.model import reference
     from mnist_np.serving.predict import load_predictor
 
     test_images = read_idx(args.raw / "t10k-images-idx3-ubyte.gz")
@@ -226,11 +215,10 @@ def main() -> None:
     train_images = read_idx(args.raw / "train-images-idx3-ubyte.gz")
     counter = train_counter(train_images, 12_000)
     trained_s = time.perf_counter() - started
-    widths = usual_widths(train_images)
 
     def count(ink: np.ndarray) -> int:  # how many digits the counter sees in a column
-        p_one, p_two, p_three = reference.predict_proba(counter, view(crop(ink))[None])[0]
-        return 1 if p_one >= ONE_BELOW else 2 if p_two >= p_three else 3
+        p = reference.predict_proba(counter, view(crop(ink))[None])[0]
+        return 1 if p[0] >= ONE_BELOW else 2 + int(np.argmax(p[1:]))
 
     def read_as(pieces: list[dict]) -> list[int]:
         return [int(piece["p"].argmax()) for piece in pieces]
@@ -246,20 +234,20 @@ def main() -> None:
             fields = [field_of(ink) for ink in inks]
             read = predictor(np.stack(fields).reshape(len(fields), -1)).argmax(axis=1) if fields else []
             product += len(read) == n and bool(np.all(read == labels))
-            graphs = [lattice(ink, predictor, field_of) for ink in inks]
+            graphs = [lattice(ink, predictor, field_of, counter) for ink in inks]
             reached = {0}
             for graph in graphs:
                 reached = {start + end for start in reached for end in readings(graph, labels[start:])}
             oracle += n in reached
             digits = []
             for ink, graph, field in zip(inks, graphs, fields):
-                pieces = paths(graph, count(ink), widths) if count(ink) > 1 else []
+                pieces = paths(graph, count(ink)) if count(ink) > 1 else []
                 digits += read_as(pieces) if pieces else [int(predictor(field.reshape(1, -1)).argmax())]
             by_counter += digits == list(labels)
             if len(inks) == 1:  # the whole number one column: how many digits it holds is known
                 one_column += 1
                 counted_right += count(inks[0]) == n
-                read_at_right_count += read_as(paths(graphs[0], n, widths)) == list(labels)
+                read_at_right_count += read_as(paths(graphs[0], n)) == list(labels)
         results["lengths"][str(n)] = {
             "product": product / args.count,
             "oracle": oracle / args.count,
@@ -272,7 +260,7 @@ def main() -> None:
     split = 0
     for i in range(2000, 3000):  # single digits, not among the numbers' digits
         for ink in columns(page(test_images[i : i + 1], GAPS["spaced"], rng)):
-            split += count(ink) > 1 and bool(paths(lattice(ink, predictor, field_of), count(ink), widths))
+            split += count(ink) > 1 and bool(paths(lattice(ink, predictor, field_of, counter), count(ink)))
     results |= {"singles_split": split, "singles": 1000, "machine": {"cpu": cpu_name()}}
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"single digits split: {split} of 1000; wrote {args.out}")
