@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -440,6 +441,29 @@ def test_a_damaged_store_is_one_line_naming_the_file_and_the_check(project):
         assert done.returncode == 2 and f"the MLflow store {store_file} is damaged" in line, line
         assert f"sqlite3 {store_file} 'PRAGMA integrity_check'" in line
     assert not (work / "models").exists()
+
+
+def test_a_store_whose_writer_was_killed_mid_write_is_not_called_damaged(tmp_path):
+    """A process killed outright while writing leaves SQLite's journal beside the store (a "hot"
+    journal); the next command's check must roll it back as any writer does, not call the store
+    damaged because a read-only look cannot (seen as a flaky failure of the killed-outright test)."""
+    from mnist_np.tracking import store
+
+    path = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE t(x)")
+        db.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(20000)])
+        db.commit()
+    writer = (  # a write spilled to the file (cache of one page), then SIGKILL before the commit
+        f"import os, sqlite3; db = sqlite3.connect({str(path)!r}, isolation_level=None); "
+        "db.execute('PRAGMA cache_size=1'); db.execute('BEGIN IMMEDIATE'); db.execute('UPDATE t SET x = x + 1'); "
+        "os.kill(os.getpid(), 9)"
+    )
+    assert subprocess.run([sys.executable, "-c", writer]).returncode == -signal.SIGKILL
+    assert path.with_name("mlflow.db-journal").is_file()
+    store.check_store(f"sqlite:///{path}")  # no UserError
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT sum(x) FROM t").fetchone()[0] == sum(range(20000))  # the write undone
 
 
 def test_an_sqlite_store_in_a_missing_folder_is_refused(project):

@@ -120,13 +120,22 @@ def _server_timeout() -> float:
 
 
 def _sqlite_damage(path: Path) -> str | None:
-    """What SQLite's quick check finds wrong with the database at `path` (read only), or None."""
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=60)) as db:
-            found = [row[0] for row in db.execute("PRAGMA quick_check").fetchmany(3)]
-    except sqlite3.DatabaseError as exc:
-        return str(exc)
-    return None if found == ["ok"] else " ".join("; ".join(found).split())  # SQLite's report spans lines
+    """What SQLite's quick check finds wrong with the database at `path`, or None. Read only, unless
+    a process killed in the middle of writing left its journal behind: SQLite then has to roll that
+    write back before anything can be read (as the next writer would), which a read-only connection
+    may not do ("attempt to write a readonly database")."""
+    for mode in ("?mode=ro", ""):
+        try:
+            with contextlib.closing(sqlite3.connect(f"{path.as_uri()}{mode}", uri=True, timeout=60)) as db:
+                found = [row[0] for row in db.execute("PRAGMA quick_check").fetchmany(3)]
+        except sqlite3.OperationalError as exc:
+            if mode and "readonly" in str(exc) and os.access(path, os.W_OK):
+                continue  # a hot journal: open it as a writer would
+            return str(exc)
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        return None if found == ["ok"] else " ".join("; ".join(found).split())  # SQLite's report spans lines
+    return None
 
 
 def check_writable(uri: str) -> None:
