@@ -280,17 +280,24 @@ class Trained:
         return metrics.evaluate(weights.load(self.root / "models" / "model.npz"), test.x, test.y)[1]
 
 
-def train_project(root: Path, mirror: Path, *overrides: str) -> Trained:
-    """Prepare the real data and train with the project's configuration plus `overrides`, as the
-    normalize and train stages do."""
+def train_project(root: Path, mirror: Path, *overrides: str, judge_columns: int = 0) -> Trained:
+    """Prepare the real data (with a judge of touching digits learnt from `judge_columns` columns,
+    none for 0) and train with the project's configuration plus `overrides`, as the normalize and
+    train stages do."""
     import mlflow
 
     from mnist_np.data import splits
     from mnist_np.experiments import stages
+    from mnist_np.serving import touching
     from mnist_np.tracking import store
 
     cfg = project_config(*overrides)
-    splits.save(root / "data" / "processed", *splits.prepare(mirror, cfg.data, SOURCE))
+    prepared, stats = splits.prepare(mirror, cfg.data, SOURCE)
+    splits.save(root / "data" / "processed", prepared, stats)
+    if judge_columns:
+        images = splits.pixels(prepared["train"], stats)
+        judge = touching.train_judge(images, judge_columns, cfg.data.split_seed, progress=False)
+        touching.save_judge(root / "data" / "processed", judge)
     uri = migrated_store(root / "mlflow.db")
     session_uri = os.environ["MLFLOW_TRACKING_URI"]
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -341,10 +348,14 @@ def built_once(factory: pytest.TempPathFactory, worker_id: str, name: str, build
     return json.loads(record.read_text())
 
 
-def trained_once(factory, worker_id: str, mirror: Path, name: str, *overrides: str) -> Trained:
-    """train_project(..., *overrides) once per test run, in `name` of the directory every
-    pytest-xdist worker shares."""
-    built = built_once(factory, worker_id, name, lambda root: vars(train_project(root, mirror, *overrides)))
+def trained_once(factory, worker_id: str, mirror: Path, name: str, *overrides: str, judge_columns: int = 0) -> Trained:
+    """train_project(..., *overrides, judge_columns) once per test run, in `name` of the directory
+    every pytest-xdist worker shares."""
+
+    def build(root: Path) -> dict:
+        return vars(train_project(root, mirror, *overrides, judge_columns=judge_columns))
+
+    built = built_once(factory, worker_id, name, build)
     return Trained(Path(built["root"]), built["run_id"], built["uri"])
 
 

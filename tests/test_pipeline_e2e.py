@@ -27,12 +27,14 @@ from mnist_np.files import sha256_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]  # conftest.py: why a group
 EPOCHS = 2
+JUDGE_COLUMNS = 50
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, mnist_mirror):
-    """A git repository holding what this checkout would commit, with training shrunk to EPOCHS,
-    after its first `dvc repro`: (directory, environment, that repro's output and error streams)."""
+    """A git repository holding what this checkout would commit, with training shrunk to EPOCHS and
+    the judge to JUDGE_COLUMNS, after its first `dvc repro`: (directory, environment, that repro's
+    output and error streams)."""
     dest = tmp_path_factory.mktemp("e2e") / "repo"
     copy_checkout(dest)
     for generated in ("dvc.lock", "reports"):  # start from nothing, as a fresh clone before its first run
@@ -48,6 +50,8 @@ def project(tmp_path_factory, mnist_mirror):
     )
     sgd = dest / "conf" / "train" / "sgd.yaml"
     sgd.write_text(sgd.read_text().replace("epochs: 30", f"epochs: {EPOCHS}"))
+    data = dest / "conf" / "data" / "mnist.yaml"  # and the judge of touching digits (normalize)
+    data.write_text(data.read_text().replace("judge_columns: 12000", f"judge_columns: {JUDGE_COLUMNS}"))
     run([sys.executable, "pipelines/compose_params.py"], dest, env)
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)

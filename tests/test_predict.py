@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow  # trains the default network on real MNIST once p
 # `mlflow models serve` execs uvicorn by name, so the environment's bin directory must be on PATH.
 ENV_PATH = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
 N = 200  # test digits per variant
+TOUCHING_NUMBERS, TOUCHING_SINGLES = 40, 200  # pages of touching digits per length, and of single digits
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +107,7 @@ def test_command_agrees_with_the_network_on_untouched_digits(trained, tmp_path):
 def test_transformed_digits_stay_at_least_90_percent_accurate(trained, tmp_path, variant):
     root, _, _, images, labels = trained
     files = write_variant(tmp_path / variant, images, variant)
-    predictor, preprocessing, _ = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    predictor, preprocessing, _, _ = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
     results = predict_files(files, predictor, preprocessing=preprocessing)
     accuracy = np.mean([r.get("digit") == y for r, y in zip(results, labels)])  # not readable: wrong
     assert accuracy >= 0.90, f"{variant}: {accuracy:.3f}"
@@ -170,8 +171,10 @@ def test_the_served_reader_answers_image_files_as_mnist_predict_does(trained, tm
     Image.fromarray(specks).save(tmp_path / "specks.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
     files = [tmp_path / name for name in ("digit.png", "number.png", "specks.png", "broken.png")]
-    predictor, preprocessing, stored = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
-    expected = predict_files(files, predictor, preprocessing=preprocessing, reject_below=stored)
+    predictor, preprocessing, stored, judge = load_predictor(
+        str(root / "models" / "model.npz"), root / "data" / "processed"
+    )
+    expected = predict_files(files, predictor, preprocessing=preprocessing, reject_below=stored, judge=judge)
     port = processes.free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/reader", "-h", "127.0.0.1", "-p", str(port)]
@@ -239,9 +242,18 @@ def test_registered_champion_predicts_through_models_uri(trained, tmp_path):
     )
     assert done.returncode == 0 and run_id in done.stdout, done.stderr
     Image.fromarray(images[1]).save(tmp_path / "digit.png")
-    done = mnist_predict(tmp_path, "--json", "--model", "models:/mnist-mlp@champion", tmp_path / "digit.png", env=env)
+    # Two digits whose ink touches: the registered model carries the judge that cuts them (touching.py).
+    Image.fromarray(number_page(images[2:4], np.random.default_rng(1), (-6, -5))[0]).save(tmp_path / "touching.png")
+    files = [tmp_path / "digit.png", tmp_path / "touching.png"]
+    done = mnist_predict(tmp_path, "--json", "--model", "models:/mnist-mlp@champion", *files, env=env)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)[0]["digit"] == direct_predictions(root, images[1:2]).argmax() == labels[1]
+    digit, touching = json.loads(done.stdout)
+    assert digit["digit"] == direct_predictions(root, images[1:2]).argmax() == labels[1]
+    predictor, preprocessing, stored, judge = load_predictor(
+        str(root / "models" / "model.npz"), root / "data" / "processed"
+    )
+    (local,) = predict_files(files[1:], predictor, preprocessing=preprocessing, reject_below=stored, judge=judge)
+    assert touching == local and len(local.get("digits", [])) == 2, local
 
 
 CAPTURES = 500  # digits per capture condition
@@ -413,7 +425,7 @@ def test_captured_digits_read_within_two_points_of_the_untouched_ones(request, c
     root = request.getfixturevalue(f"trained_{model}").root
     seen, images, labels = captured(condition)
     untouched = float(np.mean(direct_predictions(root, images).argmax(axis=1) == labels))
-    predictor, preprocessing, _ = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    predictor, preprocessing, _, _ = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
     assert preprocessing == "digits"  # what `captured` read them with
     accuracy = float(np.mean(predictor(seen).argmax(axis=1) == labels))
     assert accuracy >= untouched - 0.02, f"{condition}: {accuracy:.3f} against {untouched:.3f} untouched"
@@ -453,11 +465,13 @@ def test_the_page_is_saved_with_the_lines_box_and_reading_drawn_on_it(trained, t
     rng = np.random.default_rng(3)
     boxed(np.clip(strokes, 0, 1), rng).save(tmp_path / "box.png")
     Image.fromarray(number_page(images[1:5], rng)[0]).save(tmp_path / "number.png")
-    predictor, preprocessing, stored = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    predictor, preprocessing, stored, judge = load_predictor(
+        str(root / "models" / "model.npz"), root / "data" / "processed"
+    )
     names = ["ruled", "blank", "box", "number"]
     seen = Path(os.environ.get("MNIST_NP_SCREENSHOTS") or tmp_path / "seen")  # make screenshots: docs/img
     ruled, blank, box, number = predict_files(
-        [tmp_path / f"{name}.png" for name in names], predictor, seen, preprocessing, stored
+        [tmp_path / f"{name}.png" for name in names], predictor, seen, preprocessing, stored, judge
     )
     assert box["digit"] == labels[0] and "found" in box
     assert [d["box"][0] for d in number["digits"]] == sorted(d["box"][0] for d in number["digits"])
@@ -497,7 +511,7 @@ def test_a_model_whose_data_is_not_digits_gets_no_digit_preprocessing(trained, t
     page = np.full((56, 84), 230, np.uint8)
     page[10:40, 20:30] = 20  # dark ink on light paper, off-centre: digit preprocessing would invert and centre it
     Image.fromarray(page).save(tmp_path / "photo.png")
-    predictor, preprocessing, _ = load_predictor(str(root / "models" / "model.npz"), tmp_path / "stats")
+    predictor, preprocessing, _, _ = load_predictor(str(root / "models" / "model.npz"), tmp_path / "stats")
     assert preprocessing == "none"
     [result] = predict_files([tmp_path / "photo.png"], predictor, tmp_path / "seen", preprocessing)
     with Image.open(result["preprocessed"]) as seen:
@@ -507,9 +521,10 @@ def test_a_model_whose_data_is_not_digits_gets_no_digit_preprocessing(trained, t
     assert saved[0, 0] > 200  # the paper stays light: nothing was inverted
 
 
-def number_page(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """MNIST digits written side by side at 4x (112 px) on paper, 8-30 pixels apart (ink to ink),
-    each 8-32 pixels from the top; also where each digit's field was placed (left, top)."""
+def number_page(digits: np.ndarray, rng: np.random.Generator, gap: tuple[int, int] = (8, 31)) -> np.ndarray:
+    """MNIST digits written side by side at 4x (112 px) on paper, `gap` pixels apart (ink to ink,
+    8-30; negative: over the neighbour's columns), each 8-32 pixels from the top; also where each
+    digit's field was placed (left, top)."""
     inks = [
         np.clip(np.asarray(Image.fromarray(d).resize((112, 112), Image.Resampling.BICUBIC), np.float32) / 255, 0, 1)
         for d in digits
@@ -520,18 +535,21 @@ def number_page(digits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         top, left = int(rng.integers(8, 33)), x - int(span[0])
         np.maximum(canvas[top : top + 112, left : left + 112], ink, out=canvas[top : top + 112, left : left + 112])
         placed.append((left, top))
-        x = left + int(span[-1]) + 1 + int(rng.integers(8, 31))
+        x = left + int(span[-1]) + 1 + int(rng.integers(*gap))
     return np.clip(np.rint(PAPER - canvas[:, : x + 40] * (PAPER - PEN)), 0, 255).astype(np.uint8), placed
 
 
 def test_a_number_is_read_digit_by_digit_left_to_right(trained, mnist_mirror, tmp_path):
     """Numbers of 2 to 6 MNIST test digits side by side (100 of each length) are read exactly at
     least as often as the single-digit accuracy to the power of the length, minus 3 points (issue
-    23's bar), each digit with its box; one digit on a page is still answered as one digit."""
+    23's bar), each digit with its box; one digit on a page is still answered as one digit. Read here
+    as numbers.py finds them, each column one digit: what the judge of touching digits adds (and how
+    few single digits it cuts) is the next test's, and benchmarks/reading_numbers.py holds the
+    pipeline's judge, larger than the suite's, to the bar on 1,000 numbers of each length."""
     root, *_ = trained
     images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:2000]
     labels = read_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz")[:2000]
-    predictor, preprocessing, _ = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    predictor, preprocessing, _, _ = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
     single = float(np.mean(direct_predictions(root, images).argmax(axis=1) == labels))
     rng, files, truth, where = np.random.default_rng(0), [], [], []
     for length in range(2, 7):
@@ -545,9 +563,7 @@ def test_a_number_is_read_digit_by_digit_left_to_right(trained, mnist_mirror, tm
     results = predict_files(files, predictor, preprocessing=preprocessing)
     for length in range(2, 7):
         read = [r.get("number") == t for r, t in zip(results, truth) if len(t) == length]
-        assert np.mean(read) >= single**length - 0.03, (
-            f"{length} digits: {np.mean(read):.2f} exactly, {single:.3f} each"
-        )
+        assert np.mean(read) >= single**length - 0.03, f"{length} digits: {np.mean(read):.2f}, {single:.3f} each"
     for result, placed in zip(results, where):
         if len(result.get("digits", [])) == len(placed):  # each digit's box lies in its own field
             for digit, (left, top) in zip(result["digits"], placed):
@@ -560,6 +576,44 @@ def test_a_number_is_read_digit_by_digit_left_to_right(trained, mnist_mirror, tm
     Image.fromarray(255 - images[0]).resize((112, 112)).save(tmp_path / "one.png")
     [one] = predict_files([tmp_path / "one.png"], predictor, preprocessing=preprocessing)
     assert one["digit"] == labels[0] and "number" not in one and "digits" not in one
+
+
+def test_touching_digits_are_cut_apart_and_single_digits_stay_whole(trained, mnist_mirror, tmp_path):
+    """Two and three MNIST test digits each 0-6 px over its neighbour's columns (about a third of
+    such neighbours share ink) read exactly far more often with the judge of touching digits than
+    with each column read as one digit, each digit's box left of the next; of single digits written
+    the same way the judge cuts at most 2% (the pipeline's judge: docs/serving.md)."""
+    root, *_ = trained
+    images = read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:2000]
+    labels = read_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz")[:2000]
+    predictor, preprocessing, _, judge = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    assert judge is not None  # the test data's, beside its stats.json
+    rng, files, truth = np.random.default_rng(0), [], []
+    for length, count in ((1, TOUCHING_SINGLES), (2, TOUCHING_NUMBERS), (3, TOUCHING_NUMBERS)):
+        for i in range(count):
+            chosen = rng.integers(0, len(images), length)
+            files.append(tmp_path / f"{length}-{i}.png")
+            Image.fromarray(number_page(images[chosen], rng, (-6, 1))[0]).save(files[-1])
+            truth.append("".join(str(d) for d in labels[chosen]))
+    cut = predict_files(files, predictor, preprocessing=preprocessing, judge=judge)
+    whole = predict_files(files, predictor, preprocessing=preprocessing)
+
+    def exactly(results: list[dict], length: int) -> float:
+        return float(
+            np.mean([r.get("number", str(r.get("digit"))) == t for r, t in zip(results, truth) if len(t) == length])
+        )
+
+    for length in (2, 3):
+        assert exactly(cut, length) >= exactly(whole, length) + 0.2, (
+            length,
+            exactly(cut, length),
+            exactly(whole, length),
+        )
+    for result in cut:
+        lefts = [d["box"][0] for d in result.get("digits", [])]
+        assert lefts == sorted(lefts)
+    singles_cut = sum("number" in r for r, t in zip(cut, truth) if len(t) == 1)
+    assert singles_cut <= 0.02 * TOUCHING_SINGLES
 
 
 SCALINGS = [(2, "LANCZOS"), (4, "BICUBIC"), (10, "NEAREST"), (15, "BILINEAR")]
@@ -639,7 +693,9 @@ def test_a_page_without_a_digit_is_not_readable_and_clean_digits_are_read(traine
     the model: issue 23's bar, 95% of each kind of page (reached: noise 100%, specks 98.5%,
     smudges 100% of 200 pages each, default model)."""
     root, *_ = trained
-    predictor, preprocessing, stored = load_predictor(str(root / "models" / "model.npz"), root / "data" / "processed")
+    predictor, preprocessing, stored, judge = load_predictor(
+        str(root / "models" / "model.npz"), root / "data" / "processed"
+    )
     reading = json.loads((root / "models" / "reading.json").read_text())
     assert stored == reading["reject_below"] and reading["rejected_share_of_validation"] <= 0.01
     rng = np.random.default_rng(0)
@@ -648,12 +704,12 @@ def test_a_page_without_a_digit_is_not_readable_and_clean_digits_are_read(traine
         folder.mkdir()
         for i in range(100):
             Image.fromarray(np.clip(np.rint(junk_page(kind, rng)), 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-        results = predict_files(sorted(folder.iterdir()), predictor, preprocessing=preprocessing, reject_below=stored)
+        results = predict_files(sorted(folder.iterdir()), predictor, None, preprocessing, stored, judge)
         unread = [r for r in results if r["readable"] is False and r["reason"]]
         assert len(unread) >= 95, f"{kind}: {len(unread)} of 100 not readable"
     clean = tmp_path / "clean"
     clean.mkdir()
     for i, digit in enumerate(read_idx(mnist_mirror / "t10k-images-idx3-ubyte.gz")[:CAPTURES]):
         Image.fromarray(digit).save(clean / f"{i:04d}.png")
-    results = predict_files(sorted(clean.iterdir()), predictor, preprocessing=preprocessing, reject_below=stored)
+    results = predict_files(sorted(clean.iterdir()), predictor, None, preprocessing, stored, judge)
     assert sum(r["readable"] is False for r in results) <= 0.02 * CAPTURES

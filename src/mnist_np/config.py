@@ -74,6 +74,7 @@ class DataConfig:
     val_size: int
     split_seed: int
     standardize: bool
+    judge_columns: int
 
     def __post_init__(self) -> None:
         _check(
@@ -83,6 +84,7 @@ class DataConfig:
             "must name a file conf/dataset/<name>.yaml (letters, digits, _ and -)",
         )
         _check(self.val_size >= 1, "data.val_size", self.val_size, "must be >= 1")
+        _check(self.judge_columns >= 1, "data.judge_columns", self.judge_columns, "must be >= 1")
 
 
 @dataclass

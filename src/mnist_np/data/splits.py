@@ -20,6 +20,7 @@ from ..files import load_npz, save_npz, sha256_file, write_json
 from .idx import read_idx
 
 STATS_FILE = "stats.json"
+JUDGE_FILE = "judge.npz"  # beside it: the page reader's judge of touching digits (serving/touching.py)
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ def transform(images: np.ndarray, stats: dict) -> np.ndarray:
         x -= np.float32(stats["mean"])
         x /= np.float32(stats["std"])
     return x
+
+
+def pixels(split: Split, stats: dict) -> np.ndarray:
+    """transform's inverse: a split's images as the raw file held them, (n, rows, cols) uint8."""
+    x = split.x.astype(np.float32)
+    if stats["standardize"]:
+        x = x * np.float32(stats["std"]) + np.float32(stats["mean"])
+    return np.clip(np.rint(x * np.float32(stats["scale"])), 0, 255).astype(np.uint8).reshape(-1, *stats["image_shape"])
 
 
 def save(out_dir: str | os.PathLike, splits: dict[str, Split], stats: dict) -> None:

@@ -16,7 +16,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from ..model import weights
-from . import predict
+from . import predict, touching
 
 
 class PageReader(PythonModel):
@@ -24,7 +24,9 @@ class PageReader(PythonModel):
         stats = json.loads(Path(context.artifacts["stats"]).read_text())
         self.predictor = predict.weights_predictor(weights.load(context.artifacts["weights"]), stats)
         self.preprocessing = stats.get("preprocessing", "digits")
+        self.judge = touching.load_judge(context.artifacts.get("judge"))
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> list[dict]:
         reject_below = (params or {}).get("reject_below") or None  # 0: never
-        return predict.read_images(list(model_input["image"]), self.predictor, self.preprocessing, reject_below)
+        images = list(model_input["image"])
+        return predict.read_images(images, self.predictor, self.preprocessing, reject_below, self.judge)

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from ..data import splits
 from ..errors import DataError, UserError
 from ..files import atomic_path
 from ..model import reference, weights
-from . import overlay, preprocess, reading
+from . import overlay, preprocess, reading, touching
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # raw 0-255 images (n, 784) -> probabilities (n, 10)
 
@@ -43,10 +44,17 @@ def is_mlflow_uri(spec: str) -> bool:
 DEFAULT_MODEL = Path("models") / "model.npz"  # the pipeline's, relative to where the command runs
 
 
-def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, float | None]:
-    """A weights file (with the normalize stage's stats.json) or an MLflow model URI, the
-    preprocessing its training data calls for (preprocess.load_image) and the confidence below
-    which its answer is not readable (None for a model stored without one)."""
+class Loaded(NamedTuple):
+    """A model as mnist-predict reads with it."""
+
+    predictor: Predictor
+    preprocessing: str  # what its training data calls for (preprocess.load_page)
+    reject_below: float | None  # the confidence below which its answer is not readable (None: stored without one)
+    judge: reference.Params | None  # cuts columns of touching digits (touching.py; None: data made before it)
+
+
+def load_predictor(model: str | None, stats_dir: Path) -> Loaded:
+    """A weights file (with the normalize stage's stats.json and judge) or an MLflow model URI."""
     if model is not None and is_mlflow_uri(model):
         import mlflow
 
@@ -64,7 +72,8 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, 
 
         # Models logged before the preprocessing was recorded were all trained on MNIST's digits.
         metadata = pyfunc.metadata.metadata or {}
-        return predict, metadata.get("preprocessing", "digits"), metadata.get("reject_below")
+        judge = touching.load_judge(getattr(pyfunc.unwrap_python_model(), "judge_path", None))
+        return Loaded(predict, metadata.get("preprocessing", "digits"), metadata.get("reject_below"), judge)
 
     if model is None and not DEFAULT_MODEL.is_file():  # most likely run outside the repository
         raise UserError(
@@ -73,7 +82,9 @@ def load_predictor(model: str | None, stats_dir: Path) -> tuple[Predictor, str, 
         )
     params = weights.load(model or DEFAULT_MODEL)  # first: a missing model is the likelier mistake
     stats = splits.load_stats(stats_dir)
-    return weights_predictor(params, stats), stats["preprocessing"], reading.threshold_beside(model or DEFAULT_MODEL)
+    judge = touching.load_judge(touching.judge_path(stats_dir / splits.STATS_FILE))
+    threshold = reading.threshold_beside(model or DEFAULT_MODEL)
+    return Loaded(weights_predictor(params, stats), stats["preprocessing"], threshold, judge)
 
 
 def weights_predictor(params: reference.Params, stats: dict) -> Predictor:
@@ -135,12 +146,29 @@ def answer(result: dict, probabilities: np.ndarray, found: preprocess.Found, rej
         result.update(readable=False, reason=reason)
 
 
+def split_touching(fields: list[np.ndarray], found: preprocess.Found, predictor: Predictor, judge) -> list[np.ndarray]:
+    """A page's digits with each column of touching ones cut into them (touching.py): their fields
+    in its place, and their boxes in `found`. An image of MNIST's own size (28x28 or less) holds one
+    digit by MNIST's definition: it is never cut."""
+    if max(found.page.shape) <= preprocess.FIELD:
+        return fields
+    out, boxes = [], []
+    for field, box, ink in zip(fields, found.boxes, found.inks):
+        digits = touching.split(ink, field, predictor, judge)
+        out += [digit["field"] for digit in digits] or [field]
+        at = np.array(box[:2] * 2)  # a digit's box in the column -> on the page
+        boxes += [tuple(int(v) for v in at + digit["box"]) for digit in digits] or [box]
+    found.boxes = boxes
+    return out
+
+
 def predict_files(
     files: list[Path],
     predictor: Predictor,
     save_dir: Path | None = None,
     preprocessing: str = "digits",
     reject_below: float | None = None,
+    judge: reference.Params | None = None,
 ) -> list[dict]:
     """One result per file: {"file", "readable": True, "digit", "probabilities", "box"} for a digit;
     {"file", "readable": True, "number", "digits": [{"digit", "probabilities", "box"}, ...]} for
@@ -149,7 +177,7 @@ def predict_files(
     digit's ink, [left, top, right, bottom] in the file's pixels. With `save_dir`, also
     "preprocessed" (the 28x28 image(s) the network saw) and "found" (the page with what was found
     drawn on it), written there; each file is then answered before the next is read, so no page is
-    kept."""
+    kept. With a `judge`, digits that touch are cut apart (split_touching)."""
     results, pending, taken = [], [], set()
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
@@ -167,6 +195,8 @@ def predict_files(
         found, fields = preprocess.Found(), []
         try:
             fields = preprocess.load_page(path, preprocessing, found)
+            if judge is not None and found.inks:
+                fields = split_touching(fields, found, predictor, judge)
             results.append({"file": str(path), "readable": True})
             kept = found if save_dir is not None else preprocess.Found(per_pixel=found.per_pixel, boxes=found.boxes)
             pending.append((len(results) - 1, fields, kept))  # a batch keeps no page
@@ -183,7 +213,11 @@ def predict_files(
 
 
 def read_images(
-    images: list[bytes], predictor: Predictor, preprocessing: str = "digits", reject_below: float | None = None
+    images: list[bytes],
+    predictor: Predictor,
+    preprocessing: str = "digits",
+    reject_below: float | None = None,
+    judge: reference.Params | None = None,
 ) -> list[dict]:
     """predict_files for images given as their files' bytes (the served MLflow model's input): the
     same fields, with "image" (its index) in place of "file"."""
@@ -191,7 +225,7 @@ def read_images(
         files = [Path(folder) / f"image-{i}" for i in range(len(images))]
         for path, data in zip(files, images):
             path.write_bytes(data)
-        results = predict_files(files, predictor, preprocessing=preprocessing, reject_below=reject_below)
+        results = predict_files(files, predictor, preprocessing=preprocessing, reject_below=reject_below, judge=judge)
     for i, (path, result) in enumerate(zip(files, results)):
         del result["file"]
         if "error" in result:
@@ -257,9 +291,11 @@ def main(argv: list[str] | None = None) -> None:
         files = preprocess.image_files(args.images)
         if not files:
             raise UserError(f"no image files in {' '.join(args.images)}")
-        predictor, preprocessing, stored = load_predictor(args.model, args.stats)
-        reject_below = stored if args.reject_below is None else args.reject_below
-        results = predict_files(files, predictor, args.save_preprocessed, preprocessing, reject_below)
+        model = load_predictor(args.model, args.stats)
+        reject_below = model.reject_below if args.reject_below is None else args.reject_below
+        results = predict_files(
+            files, model.predictor, args.save_preprocessed, model.preprocessing, reject_below, model.judge
+        )
         print(json.dumps(results, indent=2) if args.json else format_table(results))
         for r in results:
             if "error" in r:

@@ -39,6 +39,7 @@ class Found:
     lines: tuple[np.ndarray, np.ndarray] | None = None
     step: int = 1
     boxes: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)  # per digit, left to right
+    inks: list[np.ndarray] = dataclasses.field(default_factory=list)  # per digit, its ink within its box (0-255)
     beyond: np.ndarray | None = None  # what lies beyond the paper's edge (a mask on the blocks)
 
 
@@ -343,13 +344,15 @@ def read_page(
             refused = exc
     if not read:
         raise refused
-    found.boxes = [box for _, box in read]
-    return [field for field, _ in read]
+    found.boxes, found.inks = [box for _, box, _ in read], [ink for _, _, ink in read]
+    return [field for field, _, _ in read]
 
 
-def digit_field(parts, gray, step, paper_coarse, sign, offset, low, lines, peak) -> tuple[np.ndarray, tuple]:
-    """One digit's 28x28 field from its `parts` (a mask on the step x step blocks), and its ink's
-    box (top, left, bottom, right) in the page's pixels."""
+def digit_field(
+    parts, gray, step, paper_coarse, sign, offset, low, lines, peak
+) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """One digit's 28x28 field from its `parts` (a mask on the step x step blocks), its ink's box
+    (top, left, bottom, right) in the page's pixels and its ink within that box."""
     # The strokes' soft edges: two pixels on an image at full scale, one block where blocks hold two or more.
     near = ndimage.binary_dilation(parts, iterations=max(1, 2 // step))
     ink, top, left = digit_ink(gray, near, step, paper_coarse, sign, offset, low, lines)
@@ -358,7 +361,8 @@ def digit_field(parts, gray, step, paper_coarse, sign, offset, low, lines, peak)
     ink = np.clip(ink, 0, 255)
     rows, cols = np.nonzero(ink)
     box = (top + int(rows.min()), left + int(cols.min()), top + int(rows.max()) + 1, left + int(cols.max()) + 1)
-    return field_of(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]), box
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return field_of(ink), box, ink
 
 
 def field_of(ink: np.ndarray) -> np.ndarray:

@@ -45,6 +45,7 @@ class DigitModel(PythonModel):
     def load_context(self, context) -> None:
         self.params = weights.load(context.artifacts["weights"])
         self.stats = json.loads(Path(context.artifacts["stats"]).read_text())
+        self.judge_path = context.artifacts.get("judge")  # for mnist-predict --model <URI> (touching.py)
 
     # np.ndarray: MLflow validates nothing from this hint (the tensor signature does that) and, unlike
     # a missing hint, does not warn about it.
@@ -62,8 +63,13 @@ def log_model(weights_path: Path, stats_path: Path, example: np.ndarray) -> None
     preprocessing = splits.load_stats(Path(stats_path).parent)["preprocessing"]
     output = probabilities_frame(reference.predict_proba(weights.load(weights_path), example))
     reject_below = reading.threshold_beside(weights_path)
+    judge = Path(stats_path).with_name(splits.JUDGE_FILE)  # where the normalize stage made one (touching.py)
     common = {
-        "artifacts": {"weights": str(weights_path), "stats": str(stats_path)},
+        "artifacts": {
+            "weights": str(weights_path),
+            "stats": str(stats_path),
+            **({"judge": str(judge)} if judge.is_file() else {}),
+        },
         # How a client turns an image into the input (mnist-predict follows it): see preprocess.py,
         # and the confidence below which its answer is "not readable" (reading.py).
         "metadata": {"preprocessing": preprocessing, "reject_below": reject_below},
