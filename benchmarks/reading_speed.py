@@ -1,14 +1,15 @@
 """Benchmark: photos read per second by mnist-predict's preprocessing, against an earlier version of
 it on the same files, and the memory a 6000 x 4500 page takes (issue 23).
 
-    make run                                  # needs data/raw/ (the MNIST test digits)
+    make run                                  # needs data/raw/, models/model.npz and data/processed/ (its judge)
     python benchmarks/reading_speed.py [--baseline 6e3f36d] [--photos 500] [--out benchmarks/results/reading_speed.json]
 
 The photos: MNIST test digits written on 2048 x 1536 pages as a phone photographs them (the digit
 5% of the frame, uneven light, sensor noise, JPEG at quality 90), every other one on ruled paper
 with a margin line. Each version reads every file (decoding and preprocessing: what differs between
-them; the network's part is the same) in turns, REPEATS times; medians and their ratio are
-reported. Memory: a 6000 x 4500 PNG page read by each version in a process of its own, its peak
+them; the network's part is the same; today's also asks the judge of touching digits whether each
+column is one digit, and cuts it where not, as mnist-predict does) in turns, REPEATS times; medians
+and their ratio are reported. Memory: a 6000 x 4500 PNG page read by each version in a process of its own, its peak
 resident memory above what the process held before reading.
 """
 
@@ -68,12 +69,12 @@ def photos(folder: Path, count: int, raw: Path) -> list[Path]:
     return files
 
 
-def read_all(module, files: list[Path]) -> float:
-    """Images per second for `module`.load_digit over `files` (not-readable ones included)."""
+def read_all(read, files: list[Path]) -> float:
+    """Images per second for `read` over `files` (not-readable ones included)."""
     start = time.perf_counter()
     for path in files:
         with contextlib.suppress(Exception):  # a not-readable answer costs its time like any other
-            module.load_digit(path)
+            read(path)
     return len(files) / (time.perf_counter() - start)
 
 
@@ -113,10 +114,20 @@ def main() -> None:
     parser.add_argument("--baseline", default="6e3f36d", help="the commit to compare with (before printed lines)")
     parser.add_argument("--photos", type=int, default=500)
     parser.add_argument("--raw", type=Path, default=REPO / "data" / "raw", help="the four MNIST files")
+    parser.add_argument("--model", type=Path, default=REPO / "models" / "model.npz")
+    parser.add_argument("--data", type=Path, default=REPO / "data" / "processed", help="its stats.json and judge")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "reading_speed.json")
     args = parser.parse_args()
     from mnist_np import numerics
-    from mnist_np.serving import preprocess
+    from mnist_np.serving import predict, preprocess
+
+    predictor, _, _, judge = predict.load_predictor(str(args.model), args.data)
+    if judge is None:
+        raise SystemExit(f"error: no judge beside {args.data / 'stats.json'}; run the normalize stage (dvc repro)")
+
+    def today(path: Path) -> None:  # mnist-predict's reading of a page, up to the network
+        found = preprocess.Found()
+        predict.split_touching(preprocess.load_page(path, found=found), found, predictor, judge)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -124,8 +135,8 @@ def main() -> None:
         files = photos(folder, args.photos, args.raw)
         speeds = {"today": [], "baseline": []}
         for _ in range(REPEATS):
-            speeds["baseline"].append(read_all(baseline, files))
-            speeds["today"].append(read_all(preprocess, files))
+            speeds["baseline"].append(read_all(baseline.load_digit, files))
+            speeds["today"].append(read_all(today, files))
         big = folder / "page.png"
         page = np.full((4500, 6000), 215, np.uint8)
         page[2000:2400, 3000:3060] = 30  # a 1, 400 px tall
