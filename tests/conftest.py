@@ -24,7 +24,7 @@ import pytest
 
 from helpers import REPO, Trained, migrated_store, project_config, trained_once, write_tiny_mnist
 
-TEST_JUDGE_COLUMNS = 1000  # the judge of touching digits the tests' data gets (the pipeline's: data.judge_columns)
+TEST_JUDGE_COLUMNS = 500  # the judge of touching digits the tests' data gets (the pipeline's: data.judge_columns)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
@@ -105,7 +105,7 @@ def mnist_mirror() -> Path:
 @pytest.fixture(scope="session")
 def trained_default(tmp_path_factory, worker_id, mnist_mirror) -> Trained:
     """The default configuration trained on real MNIST, once per test run, its data with a judge of
-    touching digits smaller than the pipeline's (TEST_JUDGE_COLUMNS: ~13 s against ~3 min)."""
+    touching digits smaller than the pipeline's (TEST_JUDGE_COLUMNS: ~8 s against ~3 min)."""
     return trained_once(tmp_path_factory, worker_id, mnist_mirror, "default", judge_columns=TEST_JUDGE_COLUMNS)
 
 

@@ -5,7 +5,8 @@
     mnist-predict --model models:/mnist-mlp@champion photo.jpg
 
 Each image goes through the MNIST procedure (preprocess.py; several digits side by side are read
-as a number, numbers.py) and then the normalize stage's own pixel transform, read from the
+as a number, numbers.py, digits whose ink touches cut apart by the judge the normalize stage learnt,
+touching.py) and then the normalize stage's own pixel transform, read from the
 statistics saved with the data (or with the MLflow model).
 An image with no digit-like ink (blank, specks, a blot, a smudge) or one the network is less sure
 of than the model's threshold (reading.py; --reject-below) is "not readable", with the reason.
@@ -146,7 +147,9 @@ def answer(result: dict, probabilities: np.ndarray, found: preprocess.Found, rej
         result.update(readable=False, reason=reason)
 
 
-def split_touching(fields: list[np.ndarray], found: preprocess.Found, predictor: Predictor, judge) -> list[np.ndarray]:
+def split_touching(
+    fields: list[np.ndarray], found: preprocess.Found, predictor: Predictor, judge: reference.Params
+) -> list[np.ndarray]:
     """A page's digits with each column of touching ones cut into them (touching.py): their fields
     in its place, and their boxes in `found`. An image of MNIST's own size (28x28 or less) holds one
     digit by MNIST's definition: it is never cut."""
