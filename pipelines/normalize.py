@@ -21,7 +21,8 @@ def main() -> None:
     log.info(
         "learning the judge of touching digits from %d columns of them (data.judge_columns)", cfg.data.judge_columns
     )
-    judge = touching.train_judge(splits.pixels(prepared["train"], stats), cfg.data.judge_columns, cfg.data.split_seed)
+    train = prepared["train"]
+    judge = touching.train_judge(splits.pixels(train, stats), train.y, cfg.data.judge_columns, cfg.data.split_seed)
     log.info("wrote %s", touching.save_judge(args.out, judge))
 
 

@@ -295,8 +295,8 @@ def train_project(root: Path, mirror: Path, *overrides: str, judge_columns: int 
     prepared, stats = splits.prepare(mirror, cfg.data, SOURCE)
     splits.save(root / "data" / "processed", prepared, stats)
     if judge_columns:
-        images = splits.pixels(prepared["train"], stats)
-        judge = touching.train_judge(images, judge_columns, cfg.data.split_seed, progress=False)
+        images, labels = splits.pixels(prepared["train"], stats), prepared["train"].y
+        judge = touching.train_judge(images, labels, judge_columns, cfg.data.split_seed, progress=False)
         touching.save_judge(root / "data" / "processed", judge)
     uri = migrated_store(root / "mlflow.db")
     session_uri = os.environ["MLFLOW_TRACKING_URI"]

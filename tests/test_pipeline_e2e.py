@@ -51,7 +51,7 @@ def project(tmp_path_factory, mnist_mirror):
     sgd = dest / "conf" / "train" / "sgd.yaml"
     sgd.write_text(sgd.read_text().replace("epochs: 30", f"epochs: {EPOCHS}"))
     data = dest / "conf" / "data" / "mnist.yaml"  # and the judge of touching digits (normalize)
-    data.write_text(data.read_text().replace("judge_columns: 12000", f"judge_columns: {JUDGE_COLUMNS}"))
+    data.write_text(data.read_text().replace("judge_columns: 24000", f"judge_columns: {JUDGE_COLUMNS}"))
     run([sys.executable, "pipelines/compose_params.py"], dest, env)
     run(["git", "init", "-q"], dest, env)
     run(["git", "add", "-A"], dest, env)

@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from mnist_np.data.idx import read_idx
 from mnist_np.errors import DataError
-from mnist_np.serving import predict, preprocess, printed, reading
+from mnist_np.serving import predict, preprocess, printed, reading, touching
 
 
 def test_preprocessing_leaves_an_mnist_digit_unchanged(mnist_mirror):
@@ -208,3 +208,15 @@ def test_the_page_level_helpers_compute_what_scipy_would():
     for size in (2, 3, 6, 7):
         expected = ndimage.binary_opening(mask, structure=np.ones((size, size), bool))
         assert np.array_equal(preprocess.square_opening(mask, size), expected), size
+
+
+def test_a_seam_follows_the_gap_between_touching_digits_where_it_steps_sideways():
+    # Two blocks of ink whose gap steps one column right halfway down: the cheapest cut runs down the
+    # gap (one sideways step, no ink), and the path handed back is that one, row by row.
+    ink = np.full((20, 12), 255, np.float32)
+    ink[:10, 5] = ink[10:, 6] = 0
+    cuts = touching.seams(ink)
+    crossing, path = min(cuts, key=lambda cut: cut[0])
+    assert path.tolist() == [5] * 10 + [6] * 10
+    assert crossing == pytest.approx(touching.SIDEWAYS * preprocess.BOX / 20)
+    assert all(0 <= x < ink.shape[1] for _, cut in cuts for x in cut)

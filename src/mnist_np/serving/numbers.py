@@ -4,10 +4,8 @@ to which digit, left to right.
 Parts that share most of their columns are one column of ink (a 5's bar over its body, a 4 in two
 strokes). When two or more columns are tall (TALL of the tallest) and side by side (each within
 REACH heights of the next and level with it), the page holds a number; a short column (a stray
-stroke, a speck) goes to the digit nearest it. Digits that touch are one column, read as one digit:
-cutting them apart by their shape alone also cuts wide single digits (a flat 2, a 6), and cutting
-by the network's confidence (segmentation by recognition) was tried and did not pay with this
-network (docs/serving.md has the figures).
+stroke, a speck) goes to the digit nearest it. Digits that touch are one column here; touching.py
+cuts such a column apart (predict.split_touching).
 """
 
 from __future__ import annotations

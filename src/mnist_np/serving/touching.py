@@ -5,11 +5,13 @@ column. A column is read here as the likeliest sequence of pieces:
 1. cut by seams: for every bottom pixel, the cheapest top-to-bottom path through the ink, a step
    sideways costing SIDEWAYS pixels of full ink; the local minima of the cost are the candidate cuts;
 2. every piece between two cuts (or an edge) that is tall and heavy enough is read by the network
-   and weighed by the judge: reference.py's network with two outputs, "a whole digit" or not,
-   trained on the pieces of columns made of touching training digits (train_judge);
+   and by the judge: reference.py's network with eleven outputs, "this digit, whole" for each digit
+   and "not one whole digit", trained on the pieces of columns made of touching training digits
+   (train_judge);
 3. the column is read as the path of pieces, of any count up to MOST, with the highest score: per
-   piece its top probability, the judge's probability that it is whole (weighed WHOLE) and the ink
-   its left cut crosses (CROSSING per pixel). A single digit is one piece: the whole column.
+   piece the log of the network's top probability and of the judge's probability that the piece is
+   that digit, whole, plus PIECE, less CROSSING per pixel of ink its left cut crosses. A single digit
+   is one piece: the whole column.
 
 Measured in docs/serving.md ("Digits that touch"), by benchmarks/reading_numbers.py and
 benchmarks/touching_probe.py. The judge is made by the normalize stage from the training split
@@ -36,12 +38,13 @@ SIDEWAYS = 3.0  # a seam's cost for one pixel sideways, in pixels of full ink cr
 TALL = 0.5  # a piece spans at least this share of its column's height
 HEAVY = 0.1  # and holds at least this share of its ink
 CROSSING = 0.1  # a cut's cost, per pixel of full ink it crosses (log-probability units)
-WHOLE = 2.0  # the weight of the judge's "a whole digit" against the network's certainty
-MOST = 4  # a column is read as at most this many digits
-ALONE = 0.5  # a column the judge gives "a whole digit" at least this probability is not cut
+PIECE = 1.0  # each piece's bonus: without it a path of fewer pieces wins for having fewer terms
+MOST = 6  # a column is read as at most this many digits
+ALONE = 0.5  # a column the judge takes for one whole digit (any) at least this probability is not cut
 CUT_HEIGHT = 128  # a taller column is scaled to this height to be cut (the benchmarks': up to ~110 px)
 KEPT = 0.9  # a piece is whole when it holds this share of one digit's ink and that digit this share of it
 JUDGE_HIDDEN, JUDGE_EPOCHS, JUDGE_RATE, JUDGE_BATCH = 128, 15, 0.05, 64
+BROKEN = 10  # the judge's output "not one whole digit" (0-9: that digit, whole)
 
 Read = Callable[[np.ndarray], np.ndarray]  # (n, 784) fields in 0-255 -> (n, 10) probabilities
 
@@ -62,7 +65,7 @@ def seams(ink: np.ndarray) -> list[tuple[float, np.ndarray]]:
         path = np.empty(ink.shape[0], int)
         path[-1] = x
         for row in range(ink.shape[0] - 1, 0, -1):
-            path[row - 1] = path[row] - back[row, path[row]]
+            path[row - 1] = path[row] + back[row, path[row]]
         cuts.append((float(total[x]) * preprocess.BOX / ink.shape[0], path))
     return sorted(cuts, key=lambda cut: float(np.mean(cut[1])))
 
@@ -107,10 +110,11 @@ def candidates(ink: np.ndarray) -> tuple[list[float], dict[tuple[int, int], dict
 
 def paths(ink: np.ndarray, read: Read, judge: reference.Params) -> dict[int, tuple[float, list[dict]]]:
     """For each count of pieces up to MOST, the likeliest path of that many through the column
-    (left to right) and its score: per piece the log of its top probability and WHOLE times the log
-    of the judge's probability that it is a whole digit, less CROSSING per pixel of ink its left cut
-    crosses. Each piece holds its "field" and its "box" in the column (top, left, bottom, right). A
-    column taller than CUT_HEIGHT is cut at that height (time and memory stay bounded on a large photo)."""
+    (left to right) and its score: per piece the log of the network's top probability and of the
+    judge's probability that the piece is that digit, whole, plus PIECE, less CROSSING per pixel of
+    ink its left cut crosses. Each piece holds its "field" and its "box" in the column (top, left,
+    bottom, right). A column taller than CUT_HEIGHT is cut at that height (time and memory stay
+    bounded on a large photo)."""
     factor = min(1.0, CUT_HEIGHT / ink.shape[0])
     if factor < 1:
         size = (max(1, round(ink.shape[1] * factor)), CUT_HEIGHT)
@@ -121,9 +125,9 @@ def paths(ink: np.ndarray, read: Read, judge: reference.Params) -> dict[int, tup
         return {}
     options = list(found.values())
     probabilities = read(np.stack([option["field"] for option in options]).reshape(len(options), -1))
-    whole = reference.predict_proba(judge, np.stack([option["seen"] for option in options]))[:, 1]
-    for option, p, p_whole in zip(options, probabilities, whole):
-        option["score"] = float(np.log(p.max() + 1e-6) + WHOLE * np.log(p_whole + 1e-6))
+    judged = reference.predict_proba(judge, np.stack([option["seen"] for option in options]))
+    for option, p, q in zip(options, probabilities, judged):
+        option["score"] = float(np.log(p.max() + 1e-6) + np.log(q[p.argmax()] + 1e-6) + PIECE)
     last = len(crossed) - 1
     best: dict[tuple[int, int], tuple[float, list]] = {(0, 0): (0.0, [])}
     for j in range(1, last + 1):
@@ -142,29 +146,32 @@ def paths(ink: np.ndarray, read: Read, judge: reference.Params) -> dict[int, tup
 
 def split(ink: np.ndarray, field: np.ndarray, read: Read, judge: reference.Params) -> list[dict]:
     """The digits a column of ink holds, left to right, where it holds more than one (paths: the
-    likeliest of any count); [] where it is one digit (its `field`): the judge takes it whole (at
-    least ALONE), or one piece is the likeliest path."""
+    likeliest of any count); [] where it is one digit (its `field`): the judge takes it for one
+    whole digit (at least ALONE), or one piece is the likeliest path."""
     height, width = ink.shape
     seen = np.r_[field.ravel() / 255, 1.0, 1.0, width / height].astype(np.float32)
-    if reference.predict_proba(judge, seen[None])[0, 1] >= ALONE:
+    if 1 - reference.predict_proba(judge, seen[None])[0, BROKEN] >= ALONE:
         return []
     best = paths(ink, read, judge)
     count = max(best, key=lambda k: best[k][0], default=1)
     return best[count][1] if count > 1 else []
 
 
-def column(images: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` of `images` (uint8, light on dark) touching side by side, one layer each (count,
-    height, width): each digit's ink 0-1 pixel over its left neighbour's columns, up to 6 pixels
-    higher or lower. The column is the layers' maximum; a pixel belongs to the layer darkest there."""
+def column(images: np.ndarray, count: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """`count` of `images` (uint8, light on dark), drawn at random, touching side by side: one layer
+    each (count, height, width) and which images they are. Each digit's ink is 0-1 pixel over its
+    left neighbour's columns, up to 6 pixels higher or lower. The column is the layers' maximum; a
+    pixel belongs to the layer darkest there."""
 
     def cropped(image: np.ndarray) -> np.ndarray:
         rows, cols = np.nonzero(image > 25)
         return image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].astype(np.float32)
 
-    layers = cropped(images[rng.integers(0, len(images))])[None]
+    picks = [int(rng.integers(0, len(images)))]
+    layers = cropped(images[picks[0]])[None]
     for _ in range(count - 1):
-        b = cropped(images[rng.integers(0, len(images))])
+        picks.append(int(rng.integers(0, len(images))))
+        b = cropped(images[picks[-1]])
         over, shift = int(rng.integers(0, 2)), int(rng.integers(-6, 7))
         width = layers.shape[2] + b.shape[1] - over
         both = np.zeros((len(layers) + 1, max(layers.shape[1], b.shape[0]) + abs(shift), width), np.float32)
@@ -172,19 +179,21 @@ def column(images: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarr
         both[-1, max(0, shift) : max(0, shift) + b.shape[0], width - b.shape[1] :] = b
         rows, cols = np.nonzero(both.max(axis=0) > 25)
         layers = both[:, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    return layers
+    return layers, picks
 
 
-def train_judge(images: np.ndarray, columns: int, seed: int, progress: bool = True) -> reference.Params:
+def train_judge(
+    images: np.ndarray, labels: np.ndarray, columns: int, seed: int, progress: bool = True
+) -> reference.Params:
     """The judge, from the pieces of `columns` columns of one, two, two and three of `images` (the
-    training split's digits, uint8 28x28): a piece is whole (1) when it holds KEPT of one digit's
-    ink and that digit KEPT of the piece's; reference.py's network and steps, seeded. A progress
-    bar on a terminal (not in logs)."""
+    training split's digits, uint8 28x28, and their `labels`): a piece is its digit, whole, when it
+    holds KEPT of one digit's ink and that digit KEPT of the piece's, else BROKEN; reference.py's
+    network and steps, seeded. A progress bar on a terminal (not in logs)."""
     rng = np.random.default_rng(seed)
     x, y = [], []
     bar = {"disable": None if progress else True, "leave": False}  # None: on a terminal only (tqdm's rule)
     for n in tqdm(range(columns), desc="judge: columns cut", unit="column", **bar):
-        layers = column(images, (1, 2, 2, 3)[n % 4], rng)
+        layers, picks = column(images, (1, 2, 2, 3)[n % 4], rng)
         ink, owner = layers.max(axis=0), np.argmax(layers, axis=0)
         for piece in candidates(ink)[1].values():
             top, left, bottom, right = piece["box"]
@@ -193,15 +202,16 @@ def train_judge(images: np.ndarray, columns: int, seed: int, progress: bool = Tr
             digit = int(np.argmax(held))
             kept = layers[digit, top:bottom, left:right][inked].sum() / layers[digit].sum()
             x.append(piece["seen"])
-            y.append(int(kept >= KEPT and held[digit] >= KEPT * held.sum()))
+            whole = kept >= KEPT and held[digit] >= KEPT * held.sum()
+            y.append(int(labels[picks[digit]]) if whole else BROKEN)
     x, y = np.stack(x), np.array(y)
-    params = reference.init_params(JUDGE_HIDDEN, rng, "he", n_in=x.shape[1], n_out=2)
+    params = reference.init_params(JUDGE_HIDDEN, rng, "he", n_in=x.shape[1], n_out=BROKEN + 1)
     for _ in tqdm(range(JUDGE_EPOCHS), desc="judge: epochs", unit="epoch", **bar):
         order = rng.permutation(len(y))
         for start in range(0, len(y), JUDGE_BATCH):
             batch = order[start : start + JUDGE_BATCH]
             forward = reference.forward(params, x[batch].T)
-            grads = reference.backward(params, x[batch].T, reference.one_hot(y[batch], 2), forward)
+            grads = reference.backward(params, x[batch].T, reference.one_hot(y[batch], BROKEN + 1), forward)
             reference.update(params, grads, JUDGE_RATE)
     return params
 
@@ -224,7 +234,7 @@ def load_judge(path: str | os.PathLike | None) -> reference.Params | None:
         return None
     judge = load_npz(path, REDO_NORMALIZE)
     shapes = {key: getattr(judge.get(key), "shape", None) for key in ("W1", "b1", "W2", "b2")}
-    hidden = (shapes["W1"] or (0, 0))[1]
-    if shapes != {"W1": (preprocess.FIELD**2 + 3, hidden), "b1": (hidden,), "W2": (hidden, 2), "b2": (2,)}:
+    hidden, outputs = (shapes["W1"] or (0, 0))[1], BROKEN + 1
+    if shapes != {"W1": (preprocess.FIELD**2 + 3, hidden), "b1": (hidden,), "W2": (hidden, outputs), "b2": (outputs,)}:
         raise DataError(f"{path} is not a judge written by the normalize stage ({shapes}); {REDO_NORMALIZE}")
     return judge
