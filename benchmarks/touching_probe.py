@@ -2,7 +2,7 @@
 "Digits that touch").
 
     make run                                 # needs models/model.npz, data/processed/ (its judge.npz) and data/raw/
-    python benchmarks/touching_probe.py [--count 200] [--out benchmarks/results/touching_probe.json]
+    python benchmarks/touching_probe.py [--count 200] [--seed 0] [--out benchmarks/results/touching_probe.json]
 
 The pages are benchmarks/reading_numbers.py's touching numbers (and 1,000 single digits written the
 same way). Each column of ink the product finds on a page (read_page's, as found.inks) is read:
@@ -71,8 +71,8 @@ def main() -> None:
             ]
         return out
 
-    rng = np.random.default_rng(0)
-    results = {"count": args.count, "lengths": {}}
+    rng = np.random.default_rng(args.seed)
+    results = {"count": args.count, "seed": args.seed, "lengths": {}}
     for n in LENGTHS:
         whole = product = oracle = one_column = counted_right = read_at_right_count = 0
         for _ in range(args.count):
