@@ -220,3 +220,11 @@ def test_a_seam_follows_the_gap_between_touching_digits_where_it_steps_sideways(
     assert path.tolist() == [5] * 10 + [6] * 10
     assert crossing == pytest.approx(touching.SIDEWAYS * preprocess.BOX / 20)
     assert all(0 <= x < ink.shape[1] for _, cut in cuts for x in cut)
+
+
+def test_a_judge_of_another_shape_is_one_error_naming_the_fix(tmp_path):
+    # A judge.npz from before the judge named digits (two outputs) is refused with what to run.
+    rng = np.random.default_rng(0)
+    old = {"W1": rng.random((787, 8)), "b1": np.zeros(8), "W2": rng.random((8, 2)), "b2": np.zeros(2)}
+    with pytest.raises(DataError, match=r"not a judge this version reads .*dvc repro --force normalize"):
+        touching.load_judge(touching.save_judge(tmp_path, old))

@@ -236,5 +236,8 @@ def load_judge(path: str | os.PathLike | None) -> reference.Params | None:
     shapes = {key: getattr(judge.get(key), "shape", None) for key in ("W1", "b1", "W2", "b2")}
     hidden, outputs = (shapes["W1"] or (0, 0))[1], BROKEN + 1
     if shapes != {"W1": (preprocess.FIELD**2 + 3, hidden), "b1": (hidden,), "W2": (hidden, outputs), "b2": (outputs,)}:
-        raise DataError(f"{path} is not a judge written by the normalize stage ({shapes}); {REDO_NORMALIZE}")
+        raise DataError(
+            f"{path} is not a judge this version reads ({shapes}: written before the judge named digits, or not by"
+            f" the normalize stage); {REDO_NORMALIZE}, and train again for a model that carries the new judge"
+        )
     return judge
